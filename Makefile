@@ -1,0 +1,47 @@
+# Two commands: `make run` (everything up, embedded, seeded) and `make test` (suite + linters).
+# The first call creates .venv and installs the project into it; later calls reuse it.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test lint unit integration e2e schemas clean help
+
+help:
+	@echo "make run     start PostgreSQL, NATS and the directory (embedded unless DATABASE_URL/NATS_URL are set)"
+	@echo "make test    ruff, mypy --strict and the whole pytest suite"
+	@echo "make schemas regenerate contracts/schemas/*.json from the msgspec contracts"
+	@echo "make clean   remove .venv and the embedded servers' state folder"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/eo run
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/pytest
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest -m integration
+
+e2e: $(STAMP)
+	$(BIN)/pytest -m e2e
+
+schemas: $(STAMP)
+	$(BIN)/python -m contracts.export
+
+clean:
+	rm -rf $(VENV) .state

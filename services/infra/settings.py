@@ -1,0 +1,39 @@
+"""Settings every process shares: where the servers are and where embedded ones keep state."""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import msgspec
+
+#: Fixed loopback ports of the embedded servers for `make run`, away from the standard
+#: 5432 / 4222 that a machine may already use. Tests pick free ports instead.
+DEFAULT_PG_PORT = 55432
+DEFAULT_NATS_PORT = 44222
+
+
+class InfraSettings(msgspec.Struct, frozen=True, kw_only=True):
+    #: Use this PostgreSQL instead of starting one (postgresql://user:pass@host:port/db).
+    database_url: str | None = None
+    #: Use this NATS (JetStream enabled) instead of starting one (nats://host:port).
+    nats_url: str | None = None
+    #: Where embedded servers keep their data; survives restarts.
+    state_dir: Path = Path(".state")
+    pg_port: int = DEFAULT_PG_PORT
+    nats_port: int = DEFAULT_NATS_PORT
+    log_level: str = "info"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "InfraSettings":
+        env = os.environ if env is None else env
+        names = {
+            "database_url": "DATABASE_URL",
+            "nats_url": "NATS_URL",
+            "state_dir": "EO_STATE_DIR",
+            "pg_port": "EO_PG_PORT",
+            "nats_port": "EO_NATS_PORT",
+            "log_level": "EO_LOG_LEVEL",
+        }
+        raw = {key: env[name] for key, name in names.items() if env.get(name)}
+        # strict=False turns the environment's strings into ints and paths.
+        return msgspec.convert(raw, cls, strict=False)
