@@ -26,8 +26,10 @@ __all__ = [
     "normalize_postal_code",
 ]
 
+# Every pattern ends in `$(?!\n)`: Python's `$` alone also matches before a final newline.
+
 #: Provider and site ids: safe inside a NATS subject (no dots, no wildcards).
-Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=100)]
+Slug = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]*$(?!\n)", max_length=100)]
 Latitude = Annotated[float, msgspec.Meta(ge=-90, le=90)]
 Longitude = Annotated[float, msgspec.Meta(ge=-180, le=180)]
 Language = Literal["en", "fr"]
@@ -35,12 +37,12 @@ Language = Literal["en", "fr"]
 #: Canada Post format: letter digit letter, optional space, digit letter digit; D F I O Q U are
 #: never used, and W Z never as the first letter.
 POSTAL_CODE_PATTERN = (
-    r"^[ABCEGHJ-NPRSTVXY][0-9][ABCEGHJ-NPRSTV-Z] ?[0-9][ABCEGHJ-NPRSTV-Z][0-9]$"
+    r"^[ABCEGHJ-NPRSTVXY][0-9][ABCEGHJ-NPRSTV-Z] ?[0-9][ABCEGHJ-NPRSTV-Z][0-9]$(?!\n)"
 )
 _POSTAL_CODE = re.compile(POSTAL_CODE_PATTERN)
 #: As accepted on the wire: any case, with or without the space.
 PostalCodeText = Annotated[
-    str, msgspec.Meta(pattern=r"^[A-Za-z][0-9][A-Za-z] ?[0-9][A-Za-z][0-9]$", max_length=7)
+    str, msgspec.Meta(pattern=r"^[A-Za-z][0-9][A-Za-z] ?[0-9][A-Za-z][0-9]$(?!\n)", max_length=7)
 ]
 PostalCode = Annotated[str, msgspec.Meta(pattern=POSTAL_CODE_PATTERN)]
 Community = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -98,11 +100,10 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
 
 
 class ClientLocation(msgspec.Struct, frozen=True, omit_defaults=True):
-    """Where the client is: exactly one of {lat, lon} · {postal_code} · {community}.
+    """Where the client is: exactly one of {lat, lon} · {postal_code} · {community}."""
 
-    (msgspec cannot decode an untagged union of objects, so the rule lives in ``__post_init__``,
-    which turns a violation into a ``ValidationError`` on decode.)
-    """
+    # msgspec cannot decode an untagged union of objects, so the rule lives in __post_init__,
+    # which turns a violation into a ValidationError on decode.
 
     lat: Latitude | None = None
     lon: Longitude | None = None

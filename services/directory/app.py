@@ -1,0 +1,145 @@
+"""Composition root of the directory service: ``create_app(settings)`` builds the Litestar app."""
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import structlog
+from litestar import Litestar, Request, Response, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+
+from contracts.directory import FieldError, Problem
+from services.directory.controllers import ProviderController, SiteController, search, taxonomy
+from services.directory.errors import DirectoryError
+from services.directory.geocode import default_gazetteer
+from services.directory.placement import make_geocoder
+from services.directory.seed import load_seed
+from services.directory.settings import DirectorySettings
+from services.directory.store import DirectoryStore
+from services.infra.migrations import apply_migrations, pending_migrations
+
+log = structlog.get_logger("directory")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem(
+    status: int, title: str, detail: str | None, errors: list[FieldError]
+) -> Response[Problem]:
+    body = Problem(title=title, status=status, detail=detail, errors=errors)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+
+
+def on_directory_error(_: Request[Any, Any, Any], exc: DirectoryError) -> Response[Problem]:
+    errors = [FieldError(field=exc.field, message=exc.message)] if exc.field else []
+    return problem(exc.status, exc.title, exc.message, errors)
+
+
+def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    # Litestar lists each failure as {"message", "key", "source"}: for a query parameter the
+    # key is its name; for the body it is a path inside it ("services[0]"), or "data" for the
+    # body as a whole. Body fields are reported as JSON paths ("$.services[0]", "$").
+    errors = []
+    for item in exc.extra if isinstance(exc.extra, list) else []:
+        key = str(item.get("key") or "")
+        if item.get("source") == "body":
+            key = "$" if key in ("", "data") else f"$.{key}"
+        errors.append(FieldError(field=key or "$", message=str(item.get("message", ""))))
+    return problem(422, "Invalid input", exc.detail, errors)
+
+
+def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    errors = []
+    if exc.status_code == 400 and exc.detail.startswith("JSON is malformed"):
+        # Litestar reports a body that is not JSON as a plain 400; the field is the body.
+        errors.append(FieldError(field="$", message=exc.detail))
+    return problem(exc.status_code, exc.detail, None, errors)
+
+
+def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.exception("directory.unhandled_error", path=request.url.path, error=repr(exc))
+    status = HTTP_500_INTERNAL_SERVER_ERROR
+    return problem(status, "Internal server error", "the error was logged", [])
+
+
+async def provide_store(state: State) -> AsyncIterator[DirectoryStore]:
+    pool: asyncpg.Pool = state.pool
+    async with pool.acquire() as conn:
+        yield DirectoryStore(conn)
+
+
+@get("/health", include_in_schema=True, tags=["operations"])
+async def health() -> dict[str, str]:
+    """Alive: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/ready", tags=["operations"])
+async def ready(state: State) -> Response[dict[str, Any]]:
+    """Ready: the database answers and every migration is applied."""
+    try:
+        async with state.pool.acquire() as conn:
+            pending = await pending_migrations(conn, "directory", MIGRATIONS)
+    except (OSError, asyncpg.PostgresError) as exc:
+        return Response({"status": "unavailable", "error": str(exc)}, status_code=503)
+    if pending:
+        return Response({"status": "migrating", "pending": pending}, status_code=503)
+    return Response({"status": "ready"})
+
+
+def create_app(settings: DirectorySettings) -> Litestar:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            settings.database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+        )
+        try:
+            async with pool.acquire() as conn:
+                if settings.apply_migrations:
+                    await apply_migrations(conn, "directory", MIGRATIONS)
+                if settings.load_seed:
+                    await load_seed(conn)
+            app.state.pool = pool
+            yield
+        finally:
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[health, ready, search, taxonomy, ProviderController, SiteController],
+        lifespan=[lifespan],
+        state=State({"settings": settings, "geocoder": make_geocoder(settings)}),
+        dependencies={
+            "store": Provide(provide_store),
+            "gazetteer": Provide(default_gazetteer, use_cache=True, sync_to_thread=False),
+        },
+        exception_handlers={
+            DirectoryError: on_directory_error,
+            ValidationException: on_validation_error,
+            HTTPException: on_http_error,
+            Exception: on_unexpected_error,
+        },
+        openapi_config=OpenAPIConfig(
+            title="EO provider directory",
+            version="1.0.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "admin": SecurityScheme(
+                        type="http", scheme="bearer", description="the admin token"
+                    )
+                }
+            ),
+        ),
+        request_max_body_size=1_000_000,
+        logging_config=None,
+    )

@@ -1,0 +1,150 @@
+"""Sites near a point, nearest first: the staff search, and the narrow query the router uses.
+
+One SQL statement per combination of filters: the GiST index on ``ll_to_earth(lat, lon)``
+drives a KNN scan (``ORDER BY ... <-> ...``), the filters prune rows as it goes, and LIMIT
+stops it. A radius also becomes an ``earth_box`` index condition, so a small radius bounds the
+scan even when few sites qualify. SQL ranks on earthdistance's sphere; the returned rows are
+measured again with geopy's WGS84 ``geodesic``, which is what we report and rank by.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from geopy.distance import geodesic
+
+from contracts.directory import Provider, Site
+from services.directory.store import (
+    PROVIDER_COLUMNS,
+    SITE_COLUMNS,
+    provider_from_row,
+    site_from_row,
+)
+from services.infra.db import Connection
+
+#: The sphere and the ellipsoid disagree by well under 1 %; widen the SQL radius by that much
+#: and apply the exact radius to the geodesic distance.
+_SPHERE_SLACK = 1.01
+
+_SELECT = (
+    "SELECT {site}, {provider} FROM directory.site s"
+    " JOIN directory.provider p ON p.id = s.provider_id"
+).format(
+    site=", ".join(f"s.{c.strip()}" for c in SITE_COLUMNS.split(",")),
+    provider=", ".join(f"p.{c.strip()} AS p_{c.strip()}" for c in PROVIDER_COLUMNS.split(",")),
+)
+
+
+@dataclass(frozen=True)
+class SiteFilter:
+    """Which sites qualify. Every field narrows; the defaults admit every active site."""
+
+    #: The site must offer all of these service codes.
+    services: Sequence[str] = ()
+    language: str | None = None
+    #: The site must meet all of these accessibility codes.
+    accessibility: Sequence[str] = ()
+    #: Only sites accepting referrals with a place left.
+    accepting: bool = False
+    radius_km: float | None = None
+    #: The client's age and eligibility codes, checked against the site's rules.
+    age: int | None = None
+    eligibility: Sequence[str] | None = None
+    exclude_providers: Sequence[str] = ()
+    exclude_sites: Sequence[str] = field(default=())
+
+
+@dataclass(frozen=True)
+class NearbySite:
+    provider: Provider
+    site: Site
+    distance_km: float
+
+
+def nearest_query(lat: float, lon: float, where: SiteFilter, limit: int) -> tuple[str, list[Any]]:
+    """The SQL text and arguments for ``where``'s sites nearest to (lat, lon)."""
+    args: list[Any] = [lat, lon]
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    here = "ll_to_earth($1, $2)"
+    conditions = ["s.active", "p.active"]
+    if where.services:
+        conditions.append(f"s.services @> {arg(list(where.services))}::text[]")
+    if where.language is not None:
+        conditions.append(f"{arg(where.language)} = ANY(s.languages)")
+    if where.accessibility:
+        conditions.append(f"s.accessibility @> {arg(list(where.accessibility))}::text[]")
+    if where.accepting:
+        conditions.append("s.accepting_referrals AND s.reserved < s.capacity")
+    if where.radius_km is not None:
+        metres = arg(where.radius_km * 1000 * _SPHERE_SLACK)
+        conditions.append(f"earth_box({here}, {metres}) @> ll_to_earth(s.lat, s.lon)")
+        conditions.append(f"earth_distance({here}, ll_to_earth(s.lat, s.lon)) <= {metres}")
+    if where.age is not None:
+        age = arg(where.age)
+        conditions.append(f"(s.min_age IS NULL OR s.min_age <= {age})")
+        conditions.append(f"(s.max_age IS NULL OR s.max_age >= {age})")
+    if where.eligibility is not None:
+        held = arg(list(where.eligibility))
+        conditions.append(f"(cardinality(s.eligibility) = 0 OR s.eligibility && {held}::text[])")
+    if where.exclude_providers:
+        conditions.append(f"NOT s.provider_id = ANY({arg(list(where.exclude_providers))})")
+    if where.exclude_sites:
+        conditions.append(f"NOT s.id = ANY({arg(list(where.exclude_sites))})")
+    sql = (
+        f"{_SELECT} WHERE {' AND '.join(conditions)}"
+        f" ORDER BY ll_to_earth(s.lat, s.lon) <-> {here} LIMIT {arg(limit)}"
+    )
+    return sql, args
+
+
+async def nearest_sites(
+    conn: Connection, lat: float, lon: float, where: SiteFilter, limit: int
+) -> list[NearbySite]:
+    """Up to ``limit`` qualifying sites, nearest first by geodesic distance (ties by site id)."""
+    sql, args = nearest_query(lat, lon, where, limit)
+    found = []
+    for row in await conn.fetch(sql, *args):
+        distance = geodesic((lat, lon), (row["lat"], row["lon"])).km
+        if where.radius_km is None or distance <= where.radius_km:
+            found.append(NearbySite(provider_from_row(row, "p_"), site_from_row(row), distance))
+    found.sort(key=lambda hit: (hit.distance_km, hit.site.id))
+    return found
+
+
+async def candidates(
+    conn: Connection,
+    lat: float,
+    lon: float,
+    *,
+    needs: Sequence[str],
+    language: str,
+    accessibility: Sequence[str] = (),
+    age: int | None = None,
+    eligibility: Sequence[str] = (),
+    max_distance_km: float | None = None,
+    exclude_providers: Sequence[str] = (),
+    already_offered: Sequence[str] = (),
+    limit: int = 20,
+) -> list[NearbySite]:
+    """The router's view of the directory: sites suitable for a referral, nearest first.
+
+    Applies every rule of DESIGN.md section 4 that the data decides (active, accepting with a
+    place left, services, language, accessibility, eligibility, distance, exclusions, sites
+    already offered this referral); the router ranks the result and explains its choice.
+    """
+    where = SiteFilter(
+        services=needs,
+        language=language,
+        accessibility=accessibility,
+        accepting=True,
+        radius_km=max_distance_km,
+        age=age,
+        eligibility=eligibility,
+        exclude_providers=exclude_providers,
+        exclude_sites=already_offered,
+    )
+    return await nearest_sites(conn, lat, lon, where, limit)

@@ -1,0 +1,198 @@
+"""HTTP handlers of the directory: thin, typed by contracts; the work is in store and placement."""
+
+import asyncio
+import datetime
+from typing import Annotated
+
+from litestar import Controller, delete, get, patch, post, put
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+
+from contracts.common import AccessibilityCode, Language, ServiceCode
+from contracts.directory import (
+    NearestSites,
+    Origin,
+    Provider,
+    ProviderCreate,
+    ProviderPage,
+    ProviderPatch,
+    Site,
+    SiteCreate,
+    SiteMatch,
+    SitePage,
+    SitePatch,
+    Taxonomy,
+)
+from services.directory.auth import require_admin
+from services.directory.candidates import SiteFilter, nearest_sites
+from services.directory.errors import InvalidInput
+from services.directory.geocode import Gazetteer, ResolvedPoint
+from services.directory.placement import merge_site_patch, place_site
+from services.directory.store import DirectoryStore
+
+Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size (at most 100)")]
+Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
+Store = NamedDependency[DirectoryStore]
+#: Writes: the admin guard, and the bearer scheme in the OpenAPI document.
+ADMIN_ONLY = [require_admin]
+ADMIN_SECURITY: list[dict[str, list[str]]] = [{"admin": []}]
+
+
+def resolve_origin(
+    gazetteer: Gazetteer,
+    lat: float | None,
+    lon: float | None,
+    postal_code: str | None,
+    community: str | None,
+) -> ResolvedPoint:
+    """Exactly one origin: lat+lon, a postal code or a community name."""
+    if (lat is None) != (lon is None):
+        missing = "lon" if lon is None else "lat"
+        raise InvalidInput("lat and lon must be given together", field=missing)
+    given = [name for name, value in [("lat", lat), ("postal_code", postal_code),
+                                      ("community", community)] if value is not None]  # fmt: skip
+    if len(given) != 1:
+        raise InvalidInput(
+            "give exactly one origin: lat and lon, postal_code, or community",
+            field="postal_code" if not given else given[1],
+        )
+    if lat is not None and lon is not None:
+        return gazetteer.resolve_point(lat, lon)
+    if postal_code is not None:
+        return gazetteer.resolve_postal_code(postal_code)
+    assert community is not None
+    return gazetteer.resolve_community(community)
+
+
+@get("/api/v1/sites/nearest", tags=["search"])
+async def search(
+    store: Store,
+    gazetteer: NamedDependency[Gazetteer],
+    lat: Annotated[float | None, QueryParameter(ge=-90, le=90)] = None,
+    lon: Annotated[float | None, QueryParameter(ge=-180, le=180)] = None,
+    postal_code: Annotated[str | None, QueryParameter(max_length=10)] = None,
+    community: Annotated[str | None, QueryParameter(min_length=1, max_length=100)] = None,
+    service: Annotated[list[ServiceCode] | None, QueryParameter(max_items=16)] = None,
+    language: FromQuery[Language | None] = None,
+    accessibility: Annotated[list[AccessibilityCode] | None, QueryParameter(max_items=6)] = None,
+    accepting: FromQuery[bool | None] = None,
+    radius_km: Annotated[float | None, QueryParameter(gt=0, le=5000)] = None,
+    limit: Limit = 10,
+) -> NearestSites:
+    """Active sites nearest to an origin (lat+lon, postal_code or community), nearest first.
+
+    Filters: every ``service`` offered, the ``language`` of service, every ``accessibility``
+    code met, ``accepting`` referrals with a place left, within ``radius_km`` (no radius by
+    default). Each result carries its geodesic ``distance_km``.
+    """
+    origin = resolve_origin(gazetteer, lat, lon, postal_code, community)
+    where = SiteFilter(
+        services=service or (),
+        language=language,
+        accessibility=accessibility or (),
+        accepting=bool(accepting),
+        radius_km=radius_km,
+    )
+    hits = await nearest_sites(store.conn, origin.lat, origin.lon, where, limit)
+    return NearestSites(
+        origin=Origin(
+            lat=origin.lat,
+            lon=origin.lon,
+            precision=origin.precision,
+            resolved_from=origin.resolved_from,
+        ),
+        results=[
+            SiteMatch(provider=hit.provider, site=hit.site, distance_km=round(hit.distance_km, 3))
+            for hit in hits
+        ],
+    )
+
+
+@get("/api/v1/taxonomy", tags=["taxonomy"])
+async def taxonomy(store: Store) -> Taxonomy:
+    """Service and accessibility codes with English and French names, and the catchments."""
+    return await store.taxonomy()
+
+
+class ProviderController(Controller):
+    path = "/api/v1/providers"
+    tags = ["providers"]
+
+    @get()
+    async def list_providers(
+        self, store: Store, limit: Limit = 50, offset: Offset = 0
+    ) -> ProviderPage:
+        return await store.list_providers(limit=limit, offset=offset)
+
+    @get("/{provider_id:str}")
+    async def get_provider(self, store: Store, provider_id: FromPath[str]) -> Provider:
+        return await store.get_provider(provider_id)
+
+    @post(guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    async def create_provider(self, store: Store, data: JSONBody[ProviderCreate]) -> Provider:
+        return await store.upsert_provider(data, create_only=True)
+
+    @put("/{provider_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    async def replace_provider(
+        self, store: Store, provider_id: FromPath[str], data: JSONBody[ProviderCreate]
+    ) -> Provider:
+        if data.id != provider_id:
+            raise InvalidInput("the body's id must match the path", field="$.id")
+        return await store.upsert_provider(data)
+
+    @patch("/{provider_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    async def patch_provider(
+        self, store: Store, provider_id: FromPath[str], data: JSONBody[ProviderPatch]
+    ) -> Provider:
+        return await store.patch_provider(provider_id, data)
+
+    @delete("/{provider_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    async def delete_provider(self, store: Store, provider_id: FromPath[str]) -> None:
+        await store.delete_provider(provider_id)
+
+
+class SiteController(Controller):
+    path = "/api/v1/sites"
+    tags = ["sites"]
+
+    @get()
+    async def list_sites(
+        self,
+        store: Store,
+        provider_id: FromQuery[str | None] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> SitePage:
+        return await store.list_sites(limit=limit, offset=offset, provider_id=provider_id)
+
+    @get("/{site_id:str}")
+    async def get_site(self, store: Store, site_id: FromPath[str]) -> Site:
+        return await store.get_site(site_id)
+
+    @post(guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    async def create_site(self, store: Store, state: State, data: JSONBody[SiteCreate]) -> Site:
+        placed = await asyncio.to_thread(place_site, data, state.geocoder)
+        return await store.upsert_site(placed, verified=datetime.date.today(), create_only=True)
+
+    @put("/{site_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    async def replace_site(
+        self, store: Store, state: State, site_id: FromPath[str], data: JSONBody[SiteCreate]
+    ) -> Site:
+        if data.id != site_id:
+            raise InvalidInput("the body's id must match the path", field="$.id")
+        placed = await asyncio.to_thread(place_site, data, state.geocoder)
+        return await store.upsert_site(placed, verified=datetime.date.today())
+
+    @patch("/{site_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    async def patch_site(
+        self, store: Store, state: State, site_id: FromPath[str], data: JSONBody[SitePatch]
+    ) -> Site:
+        async with store.conn.transaction():
+            merged = merge_site_patch(await store.get_site(site_id), data)
+            placed = await asyncio.to_thread(place_site, merged, state.geocoder)
+            return await store.upsert_site(placed, verified=datetime.date.today())
+
+    @delete("/{site_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    async def delete_site(self, store: Store, site_id: FromPath[str]) -> None:
+        await store.delete_site(site_id)

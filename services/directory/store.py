@@ -1,0 +1,266 @@
+"""All SQL of the directory's CRUD: rows in, contract structs out, asyncpg errors to errors.py."""
+
+import datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from contracts.directory import (
+    Address,
+    Catchment,
+    OpeningHours,
+    Provider,
+    ProviderCreate,
+    ProviderPage,
+    ProviderPatch,
+    Site,
+    SiteCreate,
+    SitePage,
+    Taxonomy,
+    TaxonomyTerm,
+)
+from services.directory.errors import Conflict, InvalidInput, NotFound
+from services.infra.db import Connection
+
+_hours = msgspec.json.Decoder(list[OpeningHours])
+_encode = msgspec.json.Encoder().encode
+
+PROVIDER_COLUMNS = (
+    "id, name, alternate_name, description, email, website, phone, active, created_at, updated_at"
+)
+SITE_COLUMNS = (
+    "id, provider_id, name, address_1, address_2, city, province, postal_code, country, lat, lon,"
+    " coord_precision, coord_source, phone, email, website, hours::text AS hours, services,"
+    " languages, accessibility, eligibility, min_age, max_age, catchment_id, capacity, reserved,"
+    " accepting_referrals, active, last_verified, created_at, updated_at"
+)
+#: Site columns a write sets, in the order of ``_site_values``.
+_SITE_WRITE = (
+    "provider_id", "name", "address_1", "address_2", "city", "province", "postal_code",
+    "country", "lat", "lon", "coord_precision", "coord_source", "phone", "email", "website",
+    "hours", "services", "languages", "accessibility", "eligibility", "min_age", "max_age",
+    "catchment_id", "capacity", "accepting_referrals", "active",
+)  # fmt: skip
+_PROVIDER_WRITE = ("name", "alternate_name", "description", "email", "website", "phone", "active")
+
+
+def provider_from_row(row: asyncpg.Record, prefix: str = "") -> Provider:
+    return Provider(**{name: row[prefix + name] for name in Provider.__struct_fields__})
+
+
+def site_from_row(row: asyncpg.Record) -> Site:
+    return Site(
+        id=row["id"],
+        provider_id=row["provider_id"],
+        name=row["name"],
+        address=Address(
+            address_1=row["address_1"],
+            address_2=row["address_2"],
+            city=row["city"],
+            province=row["province"],
+            postal_code=row["postal_code"],
+            country=row["country"],
+        ),
+        hours=_hours.decode(row["hours"]),
+        **{
+            name: row[name]
+            for name in Site.__struct_fields__
+            if name not in ("id", "provider_id", "name", "address", "hours")
+        },
+    )
+
+
+def _site_values(site: SiteCreate) -> list[Any]:
+    if site.lat is None or site.lon is None:
+        raise ValueError("a site must be placed (lat/lon) before it is stored")
+    address = site.address
+    return [
+        site.provider_id, site.name, address.address_1, address.address_2, address.city,
+        address.province, address.postal_code, address.country, site.lat, site.lon,
+        site.coord_precision, site.coord_source, site.phone, site.email, site.website,
+        _encode(site.hours).decode(), list(site.services), list(site.languages),
+        list(site.accessibility), list(site.eligibility), site.min_age, site.max_age,
+        site.catchment_id, site.capacity, site.accepting_referrals, site.active,
+    ]  # fmt: skip
+
+
+def _foreign_key_error(exc: asyncpg.ForeignKeyViolationError) -> InvalidInput:
+    field = "catchment_id" if "catchment" in (exc.constraint_name or "") else "provider_id"
+    return InvalidInput(f"{field} names no existing record", field=field)
+
+
+class DirectoryStore:
+    """The directory's tables, through one connection (the caller owns the transaction)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # taxonomy ---------------------------------------------------------------------------
+    async def taxonomy(self) -> Taxonomy:
+        terms = await self.conn.fetch(
+            "SELECT code, taxonomy, name_en, name_fr FROM directory.taxonomy_term ORDER BY code"
+        )
+        catchments = await self.conn.fetch(
+            "SELECT id, name_en, name_fr FROM directory.catchment ORDER BY id"
+        )
+        by_kind: dict[str, list[TaxonomyTerm]] = {"eo_service": [], "eo_accessibility": []}
+        for row in terms:
+            by_kind[row["taxonomy"]].append(TaxonomyTerm(**dict(row)))
+        return Taxonomy(
+            services=by_kind["eo_service"],
+            accessibility=by_kind["eo_accessibility"],
+            catchments=[Catchment(**dict(row)) for row in catchments],
+        )
+
+    async def upsert_term(self, term: TaxonomyTerm) -> None:
+        await self.conn.execute(
+            "INSERT INTO directory.taxonomy_term (code, taxonomy, name_en, name_fr)"
+            " VALUES ($1, $2, $3, $4) ON CONFLICT (code) DO UPDATE SET taxonomy = $2,"
+            " name_en = $3, name_fr = $4",
+            term.code,
+            term.taxonomy,
+            term.name_en,
+            term.name_fr,
+        )
+
+    async def upsert_catchment(self, catchment: Catchment) -> None:
+        await self.conn.execute(
+            "INSERT INTO directory.catchment (id, name_en, name_fr) VALUES ($1, $2, $3)"
+            " ON CONFLICT (id) DO UPDATE SET name_en = $2, name_fr = $3",
+            catchment.id,
+            catchment.name_en,
+            catchment.name_fr,
+        )
+
+    # providers --------------------------------------------------------------------------
+    async def list_providers(self, *, limit: int, offset: int) -> ProviderPage:
+        rows = await self.conn.fetch(
+            f"SELECT {PROVIDER_COLUMNS} FROM directory.provider ORDER BY id LIMIT $1 OFFSET $2",
+            limit,
+            offset,
+        )
+        total = await self.conn.fetchval("SELECT count(*) FROM directory.provider")
+        items = [provider_from_row(row) for row in rows]
+        return ProviderPage(items=items, total=total, limit=limit, offset=offset)
+
+    async def get_provider(self, provider_id: str) -> Provider:
+        row = await self.conn.fetchrow(
+            f"SELECT {PROVIDER_COLUMNS} FROM directory.provider WHERE id = $1", provider_id
+        )
+        if row is None:
+            raise NotFound(f"no provider {provider_id!r}", field="id")
+        return provider_from_row(row)
+
+    async def upsert_provider(
+        self, provider: ProviderCreate, *, create_only: bool = False
+    ) -> Provider:
+        """Create ``provider`` or replace its writable fields; ``create_only``: Conflict instead."""
+        values = [getattr(provider, name) for name in _PROVIDER_WRITE]
+        on_conflict = (
+            "DO NOTHING"
+            if create_only
+            else "DO UPDATE SET "
+            + ", ".join(f"{name} = EXCLUDED.{name}" for name in _PROVIDER_WRITE)
+            + ", updated_at = now()"
+        )
+        row = await self.conn.fetchrow(
+            f"INSERT INTO directory.provider (id, {', '.join(_PROVIDER_WRITE)})"
+            f" VALUES ($1, {', '.join(f'${i}' for i in range(2, len(values) + 2))})"
+            f" ON CONFLICT (id) {on_conflict} RETURNING {PROVIDER_COLUMNS}",
+            provider.id,
+            *values,
+        )
+        if row is None:
+            raise Conflict(f"provider {provider.id!r} already exists", field="id")
+        return provider_from_row(row)
+
+    async def patch_provider(self, provider_id: str, patch: ProviderPatch) -> Provider:
+        changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not msgspec.UNSET}
+        if not changes:
+            return await self.get_provider(provider_id)
+        sets = ", ".join(f"{name} = ${i}" for i, name in enumerate(changes, start=2))
+        row = await self.conn.fetchrow(
+            f"UPDATE directory.provider SET {sets}, updated_at = now() WHERE id = $1"
+            f" RETURNING {PROVIDER_COLUMNS}",
+            provider_id,
+            *changes.values(),
+        )
+        if row is None:
+            raise NotFound(f"no provider {provider_id!r}", field="id")
+        return provider_from_row(row)
+
+    async def delete_provider(self, provider_id: str) -> None:
+        try:
+            status = await self.conn.execute(
+                "DELETE FROM directory.provider WHERE id = $1", provider_id
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise Conflict(
+                f"provider {provider_id!r} still has sites; delete or move them first", field="id"
+            ) from exc
+        if status == "DELETE 0":
+            raise NotFound(f"no provider {provider_id!r}", field="id")
+
+    # sites ------------------------------------------------------------------------------
+    async def list_sites(
+        self, *, limit: int, offset: int, provider_id: str | None = None
+    ) -> SitePage:
+        where = "WHERE provider_id = $3" if provider_id else "WHERE $3::text IS NULL"
+        rows = await self.conn.fetch(
+            f"SELECT {SITE_COLUMNS} FROM directory.site {where} ORDER BY id LIMIT $1 OFFSET $2",
+            limit,
+            offset,
+            provider_id,
+        )
+        total = await self.conn.fetchval(
+            f"SELECT count(*) FROM directory.site {where.replace('$3', '$1')}", provider_id
+        )
+        items = [site_from_row(row) for row in rows]
+        return SitePage(items=items, total=total, limit=limit, offset=offset)
+
+    async def get_site(self, site_id: str) -> Site:
+        row = await self.conn.fetchrow(
+            f"SELECT {SITE_COLUMNS} FROM directory.site WHERE id = $1", site_id
+        )
+        if row is None:
+            raise NotFound(f"no site {site_id!r}", field="id")
+        return site_from_row(row)
+
+    async def upsert_site(
+        self,
+        site: SiteCreate,
+        *,
+        verified: datetime.date,
+        create_only: bool = False,
+    ) -> Site:
+        """Store a placed site; ``create_only`` makes an existing id a Conflict."""
+        values = _site_values(site)
+        columns = ", ".join(_SITE_WRITE)
+        placeholders = ", ".join(f"${i}" for i in range(3, len(values) + 3))
+        on_conflict = (
+            "DO NOTHING"
+            if create_only
+            else "DO UPDATE SET "
+            + ", ".join(f"{name} = EXCLUDED.{name}" for name in _SITE_WRITE)
+            + ", last_verified = EXCLUDED.last_verified, updated_at = now()"
+        )
+        try:
+            row = await self.conn.fetchrow(
+                f"INSERT INTO directory.site (id, last_verified, {columns})"
+                f" VALUES ($1, $2, {placeholders}) ON CONFLICT (id) {on_conflict}"
+                f" RETURNING {SITE_COLUMNS}",
+                site.id,
+                verified,
+                *values,
+            )
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise _foreign_key_error(exc) from exc
+        if row is None:
+            raise Conflict(f"site {site.id!r} already exists", field="id")
+        return site_from_row(row)
+
+    async def delete_site(self, site_id: str) -> None:
+        status = await self.conn.execute("DELETE FROM directory.site WHERE id = $1", site_id)
+        if status == "DELETE 0":
+            raise NotFound(f"no site {site_id!r}", field="id")

@@ -1,0 +1,102 @@
+"""Shared fixtures: one embedded PostgreSQL and NATS per test session, on free loopback ports.
+
+Tests never use servers the machine may already run. Tests that need the seed data alone get
+a fresh database cloned from a migrated, seeded template (``fresh_database_url``), so one
+test's writes cannot change another's ranking.
+"""
+
+import shutil
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from litestar.testing import AsyncTestClient
+
+from services.directory.app import MIGRATIONS, create_app
+from services.directory.seed import load_seed
+from services.directory.settings import DirectorySettings
+from services.infra.embedded import Servers, free_port, running_servers
+from services.infra.migrations import apply_migrations
+from services.infra.settings import InfraSettings
+
+ADMIN_TOKEN = "test-admin-token"
+TEMPLATE = "eo_template"
+
+
+@pytest.fixture(scope="session")
+def infra_settings() -> Iterator[InfraSettings]:
+    # Not under pytest's tmp_path: pytest re-locks /tmp/pytest-of-<user> to 0700 whenever a
+    # session starts, and as root PostgreSQL runs as another user who must reach its folder.
+    state_dir = Path(tempfile.mkdtemp(prefix="eo-test-state-"))
+    yield InfraSettings(state_dir=state_dir, pg_port=free_port(), nats_port=free_port())
+    shutil.rmtree(state_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def servers(infra_settings: InfraSettings) -> Iterator[Servers]:
+    with running_servers(infra_settings, durable=False) as running:
+        yield running
+
+
+def with_database(url: str, name: str) -> str:
+    return url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(scope="session")
+async def template_url(servers: Servers) -> str:
+    """A database with the directory migrated and seeded, used as a template."""
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await admin.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await admin.close()
+    url = with_database(servers.database_url, TEMPLATE)
+    conn = await asyncpg.connect(url)
+    try:
+        await apply_migrations(conn, "directory", MIGRATIONS)
+        await load_seed(conn)
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.fixture
+async def fresh_database_url(servers: Servers, template_url: str) -> AsyncIterator[str]:
+    """A new database holding exactly the migrated seed data; dropped after the test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(servers.database_url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE}")
+        yield with_database(servers.database_url, name)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def conn(fresh_database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(fresh_database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def directory_settings(fresh_database_url: str) -> DirectorySettings:
+    return DirectorySettings(database_url=fresh_database_url, admin_token=ADMIN_TOKEN)
+
+
+@pytest.fixture
+async def client(directory_settings: DirectorySettings) -> AsyncIterator[AsyncTestClient]:
+    async with AsyncTestClient(app=create_app(directory_settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def admin() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
