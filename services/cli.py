@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import uvicorn
 
 from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS, create_app
@@ -154,9 +155,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    configure_logging(InfraSettings.from_env().log_level)
     try:
+        configure_logging(InfraSettings.from_env().log_level)
         code: int = args.handler(args)
+    except msgspec.ValidationError as exc:
+        print(f"eo: invalid configuration: {exc} (see eo --help)", file=sys.stderr)
+        return 2
     except ServerStartError as exc:
         print(f"eo: {exc}", file=sys.stderr)
         return 1

@@ -7,4 +7,3 @@ from asyncpg.pool import PoolConnectionProxy
 
 # A string: asyncpg's classes are generic only in its type stubs, not at run time.
 Connection: TypeAlias = "asyncpg.Connection[asyncpg.Record] | PoolConnectionProxy[asyncpg.Record]"
-

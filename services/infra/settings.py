@@ -1,4 +1,8 @@
-"""Settings every process shares: where the servers are and where embedded ones keep state."""
+"""Settings every process shares: where the servers are and where embedded ones keep state.
+
+A value that does not convert (``EO_PG_PORT=abc``) raises ``msgspec.ValidationError`` naming
+the setting; the command line reports it as a configuration error.
+"""
 
 import os
 from collections.abc import Mapping
@@ -35,5 +39,17 @@ class InfraSettings(msgspec.Struct, frozen=True, kw_only=True):
             "log_level": "EO_LOG_LEVEL",
         }
         raw = {key: env[name] for key, name in names.items() if env.get(name)}
-        # strict=False turns the environment's strings into ints and paths.
-        return msgspec.convert(raw, cls, strict=False)
+        # strict=False turns the environment's strings into ints and bools.
+        try:
+            return msgspec.convert(raw, cls, strict=False, dec_hook=_to_path)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            for key, name in names.items():
+                message = message.replace(f"`$.{key}`", name)
+            raise msgspec.ValidationError(message) from exc
+
+
+def _to_path(kind: type, value: object) -> object:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise TypeError(f"no conversion to {kind}")  # msgspec reports it as a ValidationError
