@@ -189,7 +189,9 @@ class SiteController(Controller):
         self, store: Store, state: State, site_id: FromPath[str], data: JSONBody[SitePatch]
     ) -> Site:
         async with store.conn.transaction():
-            merged = merge_site_patch(await store.get_site(site_id), data)
+            # Locked, so two concurrent patches cannot undo each other's fields.
+            current = await store.get_site(site_id, for_update=True)
+            merged = merge_site_patch(current, data)
             placed = await asyncio.to_thread(place_site, merged, state.geocoder)
             return await store.upsert_site(placed, verified=datetime.date.today())
 

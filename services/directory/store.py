@@ -219,9 +219,11 @@ class DirectoryStore:
         items = [site_from_row(row) for row in rows]
         return SitePage(items=items, total=total, limit=limit, offset=offset)
 
-    async def get_site(self, site_id: str) -> Site:
+    async def get_site(self, site_id: str, *, for_update: bool = False) -> Site:
+        """The site; ``for_update`` locks its row until the caller's transaction ends."""
+        lock = " FOR UPDATE" if for_update else ""
         row = await self.conn.fetchrow(
-            f"SELECT {SITE_COLUMNS} FROM directory.site WHERE id = $1", site_id
+            f"SELECT {SITE_COLUMNS} FROM directory.site WHERE id = $1{lock}", site_id
         )
         if row is None:
             raise NotFound(f"no site {site_id!r}", field="id")
