@@ -148,3 +148,26 @@ async def candidates(
         exclude_sites=already_offered,
     )
     return await nearest_sites(conn, lat, lon, where, limit)
+
+
+async def reserve_place(conn: Connection, site_id: str) -> bool:
+    """Take one of the site's places for a referral; False when it has none left.
+
+    One conditional UPDATE: PostgreSQL's row lock makes concurrent reservers (several router
+    replicas) wait for each other, so a site is never over-committed. Call it inside the
+    transaction that records the offer, so both commit or neither does.
+    """
+    taken = await conn.fetchval(
+        "UPDATE directory.site SET reserved = reserved + 1"
+        " WHERE id = $1 AND active AND accepting_referrals AND reserved < capacity"
+        " RETURNING reserved",
+        site_id,
+    )
+    return taken is not None
+
+
+async def release_place(conn: Connection, site_id: str) -> None:
+    """Give back a place taken by ``reserve_place`` (declined, expired or cancelled offer)."""
+    await conn.execute(
+        "UPDATE directory.site SET reserved = greatest(reserved - 1, 0) WHERE id = $1", site_id
+    )

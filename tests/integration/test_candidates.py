@@ -1,9 +1,17 @@
 """The router's candidates query against real PostgreSQL with the seed data (DESIGN.md s. 4)."""
 
+import asyncio
+
 import asyncpg
 import pytest
 
-from services.directory.candidates import SiteFilter, candidates, nearest_query
+from services.directory.candidates import (
+    SiteFilter,
+    candidates,
+    nearest_query,
+    release_place,
+    reserve_place,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -101,3 +109,34 @@ async def test_the_query_is_a_knn_index_scan(conn) -> None:
     plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *args))
     assert "Index Scan using site_position_idx" in plan
     assert "Order By" in plan
+
+
+async def test_reservations_never_over_commit_a_site(fresh_database_url, conn) -> None:
+    await conn.execute("UPDATE directory.site SET capacity = 1 WHERE id = $1", CCA_SITE)
+    racers = [await asyncpg.connect(fresh_database_url) for _ in range(8)]
+    try:
+
+        async def reserve(racer: asyncpg.Connection) -> bool:
+            async with racer.transaction():
+                return await reserve_place(racer, CCA_SITE)
+
+        won = await asyncio.gather(*(reserve(r) for r in racers))
+    finally:
+        for racer in racers:
+            await racer.close()
+    assert sum(won) == 1
+    assert await conn.fetchval("SELECT reserved FROM directory.site WHERE id = $1", CCA_SITE) == 1
+    assert await site_ids(conn) == [CES_SITE, ONTRAC_SITE]
+
+    await release_place(conn, CCA_SITE)
+    assert await reserve_place(conn, CCA_SITE) is True
+    await release_place(conn, CCA_SITE)
+    await release_place(conn, CCA_SITE)
+    assert await conn.fetchval("SELECT reserved FROM directory.site WHERE id = $1", CCA_SITE) == 0
+
+
+async def test_a_closed_site_cannot_be_reserved(conn) -> None:
+    await conn.execute(
+        "UPDATE directory.site SET accepting_referrals = false WHERE id = $1", CES_SITE
+    )
+    assert await reserve_place(conn, CES_SITE) is False
