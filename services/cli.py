@@ -2,7 +2,6 @@
 
 import argparse
 import asyncio
-import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -81,10 +80,8 @@ def cmd_run(_: argparse.Namespace) -> int:
     infra = InfraSettings.from_env()
     with running_servers(infra) as servers:
         directory = DirectorySettings.from_env(servers.database_url)
-        directory = DirectorySettings.from_env(
-            servers.database_url,
-            {**os.environ, "DIRECTORY_ADMIN_TOKEN": admin_token(directory, infra.state_dir)},
-        )
+        token = admin_token(directory, infra.state_dir)
+        directory = msgspec.structs.replace(directory, admin_token=token)
         print(banner(servers, directory, infra.state_dir), flush=True)
         started = asyncio.run(serve_directory(directory))
     return 0 if started else 1

@@ -8,7 +8,7 @@ measured again with geopy's WGS84 ``geodesic``, which is what we report and rank
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from geopy.distance import geodesic
@@ -51,7 +51,7 @@ class SiteFilter:
     age: int | None = None
     eligibility: Sequence[str] | None = None
     exclude_providers: Sequence[str] = ()
-    exclude_sites: Sequence[str] = field(default=())
+    exclude_sites: Sequence[str] = ()
 
 
 @dataclass(frozen=True)

@@ -206,15 +206,16 @@ class DirectoryStore:
     async def list_sites(
         self, *, limit: int, offset: int, provider_id: str | None = None
     ) -> SitePage:
-        where = "WHERE provider_id = $3" if provider_id else "WHERE $3::text IS NULL"
         rows = await self.conn.fetch(
-            f"SELECT {SITE_COLUMNS} FROM directory.site {where} ORDER BY id LIMIT $1 OFFSET $2",
+            f"SELECT {SITE_COLUMNS} FROM directory.site"
+            " WHERE ($3::text IS NULL OR provider_id = $3) ORDER BY id LIMIT $1 OFFSET $2",
             limit,
             offset,
             provider_id,
         )
         total = await self.conn.fetchval(
-            f"SELECT count(*) FROM directory.site {where.replace('$3', '$1')}", provider_id
+            "SELECT count(*) FROM directory.site WHERE ($1::text IS NULL OR provider_id = $1)",
+            provider_id,
         )
         items = [site_from_row(row) for row in rows]
         return SitePage(items=items, total=total, limit=limit, offset=offset)
