@@ -66,6 +66,7 @@ from contracts.referrals import (
     Source,
     UtcDateTime,
 )
+from contracts.router import HistoryEntry, OfferState, OfferView, ReferralView
 
 __all__ = [
     "ACCESSIBILITY_CODES",
@@ -88,11 +89,14 @@ __all__ = [
     "ExclusionRule",
     "Explanation",
     "FieldError",
+    "HistoryEntry",
     "Language",
     "Latitude",
     "Longitude",
     "Message",
     "NearestSites",
+    "OfferState",
+    "OfferView",
     "OpaqueRef",
     "OpeningHours",
     "Origin",
@@ -112,6 +116,7 @@ __all__ = [
     "ReferralResponse",
     "ReferralStatus",
     "ReferralStatusChanged",
+    "ReferralView",
     "ServiceCode",
     "Site",
     "SiteCreate",

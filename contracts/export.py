@@ -42,7 +42,12 @@ __all__ = [
 ]
 
 #: Every module whose ``__all__`` names wire types; each public Struct there gets a schema file.
-SCHEMA_MODULES: tuple[str, ...] = ("contracts.common", "contracts.referrals", "contracts.directory")
+SCHEMA_MODULES: tuple[str, ...] = (
+    "contracts.common",
+    "contracts.referrals",
+    "contracts.directory",
+    "contracts.router",
+)
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 ASYNCAPI_FILE = "asyncapi.json"
 

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import asyncpg
+import nats
 import pytest
 from litestar.testing import AsyncTestClient
+from nats.aio.client import Client as NatsClient
 
 from services.directory.app import MIGRATIONS, create_app
 from services.directory.seed import load_seed
@@ -21,6 +23,9 @@ from services.directory.settings import DirectorySettings
 from services.infra.embedded import Servers, free_port, running_servers
 from services.infra.migrations import apply_migrations
 from services.infra.settings import InfraSettings
+from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS, create_app as create_router_app
+from services.router.settings import RouterSettings
+from tests.referrals import Observer, delete_stream
 
 ADMIN_TOKEN = "test-admin-token"
 TEMPLATE = "eo_template"
@@ -47,7 +52,7 @@ def with_database(url: str, name: str) -> str:
 
 @pytest.fixture(scope="session")
 async def template_url(servers: Servers) -> str:
-    """A database with the directory migrated and seeded, used as a template."""
+    """A database with both services migrated and the seed loaded, used as a template."""
     admin = await asyncpg.connect(servers.database_url)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
@@ -58,6 +63,7 @@ async def template_url(servers: Servers) -> str:
     conn = await asyncpg.connect(url)
     try:
         await apply_migrations(conn, "directory", MIGRATIONS)
+        await apply_migrations(conn, "router", ROUTER_MIGRATIONS)
         await load_seed(conn)
     finally:
         await conn.close()
@@ -100,3 +106,46 @@ async def client(directory_settings: DirectorySettings) -> AsyncIterator[AsyncTe
 @pytest.fixture
 def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+async def nc(servers: Servers) -> AsyncIterator[NatsClient]:
+    connection = await nats.connect(servers.nats_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
+def router_settings(servers: Servers, fresh_database_url: str) -> RouterSettings:
+    """Deadlines and loops in fractions of a second, so timeouts are testable."""
+    return RouterSettings(
+        database_url=fresh_database_url,
+        nats_url=servers.nats_url,
+        offer_timeout_s=600,
+        sweep_interval_s=0.2,
+        relay_grace_s=0.5,
+        fetch_timeout_s=0.2,
+        backoff_s=(1.0, 2.0, 4.0),
+        pool_min_size=1,
+        pool_max_size=4,
+    )
+
+
+@pytest.fixture
+async def observer(nc: NatsClient) -> Observer:
+    """Sees everything published on referral.> from now on; the stream starts empty."""
+    await delete_stream(nc)
+    watching = Observer()
+    await watching.start(nc)
+    return watching
+
+
+@pytest.fixture
+async def router(
+    router_settings: RouterSettings, observer: Observer
+) -> AsyncIterator[AsyncTestClient]:
+    """The router running in-process (its lifespan: stream, consumer, loops), with its HTTP API."""
+    async with AsyncTestClient(app=create_router_app(router_settings)) as test_client:
+        yield test_client

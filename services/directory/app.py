@@ -13,7 +13,6 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 
 from contracts.directory import FieldError, Problem
 from services.directory.controllers import ProviderController, SiteController, search, taxonomy
@@ -23,51 +22,22 @@ from services.directory.placement import make_geocoder
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.store import DirectoryStore
+from services.infra.http import (
+    on_http_error,
+    on_validation_error,
+    problem,
+    unexpected_error_handler,
+)
 from services.infra.migrations import apply_migrations, pending_migrations
 
 log = structlog.get_logger("directory")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem(
-    status: int, title: str, detail: str | None, errors: list[FieldError]
-) -> Response[Problem]:
-    body = Problem(title=title, status=status, detail=detail, errors=errors)
-    return Response(body, status_code=status, media_type=PROBLEM_JSON)
 
 
 def on_directory_error(_: Request[Any, Any, Any], exc: DirectoryError) -> Response[Problem]:
     errors = [FieldError(field=exc.field, message=exc.message)] if exc.field else []
     return problem(exc.status, exc.title, exc.message, errors)
-
-
-def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
-    # Litestar lists each failure as {"message", "key", "source"}: for a query parameter the
-    # key is its name; for the body it is a path inside it ("services[0]"), or "data" for the
-    # body as a whole. Body fields are reported as JSON paths ("$.services[0]", "$").
-    errors = []
-    for item in exc.extra if isinstance(exc.extra, list) else []:
-        key = str(item.get("key") or "")
-        if item.get("source") == "body":
-            key = "$" if key in ("", "data") else f"$.{key}"
-        errors.append(FieldError(field=key or "$", message=str(item.get("message", ""))))
-    return problem(422, "Invalid input", exc.detail, errors)
-
-
-def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
-    errors = []
-    if exc.status_code == 400 and exc.detail.startswith("JSON is malformed"):
-        # Litestar reports a body that is not JSON as a plain 400; the field is the body.
-        errors.append(FieldError(field="$", message=exc.detail))
-    return problem(exc.status_code, exc.detail, None, errors)
-
-
-def on_unexpected_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    log.exception("directory.unhandled_error", path=request.url.path, error=repr(exc))
-    status = HTTP_500_INTERNAL_SERVER_ERROR
-    return problem(status, "Internal server error", "the error was logged", [])
 
 
 async def provide_store(state: State) -> AsyncIterator[DirectoryStore]:
@@ -126,7 +96,7 @@ def create_app(settings: DirectorySettings) -> Litestar:
             DirectoryError: on_directory_error,
             ValidationException: on_validation_error,
             HTTPException: on_http_error,
-            Exception: on_unexpected_error,
+            Exception: unexpected_error_handler("directory"),
         },
         openapi_config=OpenAPIConfig(
             title="EO provider directory",

@@ -7,7 +7,7 @@ scan even when few sites qualify. SQL ranks on earthdistance's sphere; the retur
 measured again with geopy's WGS84 ``geodesic``, which is what we report and rank by.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,8 @@ class SiteFilter:
     eligibility: Sequence[str] | None = None
     exclude_providers: Sequence[str] = ()
     exclude_sites: Sequence[str] = ()
+    #: Only this provider's sites (the router's look for a referral's preferred provider).
+    provider: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,42 +63,99 @@ class NearbySite:
     distance_km: float
 
 
-def nearest_query(lat: float, lon: float, where: SiteFilter, limit: int) -> tuple[str, list[Any]]:
-    """The SQL text and arguments for ``where``'s sites nearest to (lat, lon)."""
-    args: list[Any] = [lat, lon]
+def _conditions(where: SiteFilter, arg: Callable[[Any], str]) -> list[tuple[str, str]]:
+    """Each filter of ``where`` as (the suitability rule it enforces, its SQL condition).
 
+    The rule names are ``contracts.referrals.EXCLUSION_RULES``, in the order DESIGN.md section 4
+    lists them, so the candidates query and the exclusion counts share one definition.
+    Expects (lat, lon) bound as $1, $2.
+    """
+    here = "ll_to_earth($1, $2)"
+    rules = [("inactive", "s.active AND p.active")]
+    if where.accepting:
+        rules.append(("not_accepting_or_full", "s.accepting_referrals AND s.reserved < s.capacity"))
+    if where.services:
+        rules.append(("services", f"s.services @> {arg(list(where.services))}::text[]"))
+    if where.language is not None:
+        rules.append(("language", f"{arg(where.language)} = ANY(s.languages)"))
+    if where.accessibility:
+        rules.append(
+            ("accessibility", f"s.accessibility @> {arg(list(where.accessibility))}::text[]")
+        )
+    eligibility = []
+    if where.age is not None:
+        age = arg(where.age)
+        eligibility.append(f"(s.min_age IS NULL OR s.min_age <= {age})")
+        eligibility.append(f"(s.max_age IS NULL OR s.max_age >= {age})")
+    if where.eligibility is not None:
+        held = arg(list(where.eligibility))
+        eligibility.append(f"(cardinality(s.eligibility) = 0 OR s.eligibility && {held}::text[])")
+    if eligibility:
+        rules.append(("eligibility", " AND ".join(eligibility)))
+    if where.radius_km is not None:
+        metres = arg(where.radius_km * 1000 * _SPHERE_SLACK)
+        rules.append(
+            (
+                "distance",
+                f"earth_box({here}, {metres}) @> ll_to_earth(s.lat, s.lon)"
+                f" AND earth_distance({here}, ll_to_earth(s.lat, s.lon)) <= {metres}",
+            )
+        )
+    if where.exclude_providers:
+        rules.append(
+            ("excluded_provider", f"NOT s.provider_id = ANY({arg(list(where.exclude_providers))})")
+        )
+    if where.exclude_sites:
+        rules.append(("already_offered", f"NOT s.id = ANY({arg(list(where.exclude_sites))})"))
+    if where.provider is not None:
+        rules.append(("other_provider", f"s.provider_id = {arg(where.provider)}"))
+    return rules
+
+
+def _binder(args: list[Any]) -> Callable[[Any], str]:
     def arg(value: Any) -> str:
         args.append(value)
         return f"${len(args)}"
 
-    here = "ll_to_earth($1, $2)"
-    conditions = ["s.active", "p.active"]
-    if where.services:
-        conditions.append(f"s.services @> {arg(list(where.services))}::text[]")
-    if where.language is not None:
-        conditions.append(f"{arg(where.language)} = ANY(s.languages)")
-    if where.accessibility:
-        conditions.append(f"s.accessibility @> {arg(list(where.accessibility))}::text[]")
-    if where.accepting:
-        conditions.append("s.accepting_referrals AND s.reserved < s.capacity")
-    if where.radius_km is not None:
-        metres = arg(where.radius_km * 1000 * _SPHERE_SLACK)
-        conditions.append(f"earth_box({here}, {metres}) @> ll_to_earth(s.lat, s.lon)")
-        conditions.append(f"earth_distance({here}, ll_to_earth(s.lat, s.lon)) <= {metres}")
-    if where.age is not None:
-        age = arg(where.age)
-        conditions.append(f"(s.min_age IS NULL OR s.min_age <= {age})")
-        conditions.append(f"(s.max_age IS NULL OR s.max_age >= {age})")
-    if where.eligibility is not None:
-        held = arg(list(where.eligibility))
-        conditions.append(f"(cardinality(s.eligibility) = 0 OR s.eligibility && {held}::text[])")
-    if where.exclude_providers:
-        conditions.append(f"NOT s.provider_id = ANY({arg(list(where.exclude_providers))})")
-    if where.exclude_sites:
-        conditions.append(f"NOT s.id = ANY({arg(list(where.exclude_sites))})")
+    return arg
+
+
+def nearest_query(lat: float, lon: float, where: SiteFilter, limit: int) -> tuple[str, list[Any]]:
+    """The SQL text and arguments for ``where``'s sites nearest to (lat, lon)."""
+    args: list[Any] = [lat, lon]
+    arg = _binder(args)
+    conditions = [condition for _, condition in _conditions(where, arg)]
     sql = (
         f"{_SELECT} WHERE {' AND '.join(conditions)}"
-        f" ORDER BY ll_to_earth(s.lat, s.lon) <-> {here} LIMIT {arg(limit)}"
+        f" ORDER BY ll_to_earth(s.lat, s.lon) <-> ll_to_earth($1, $2) LIMIT {arg(limit)}"
+    )
+    return sql, args
+
+
+def exclusions_query(
+    lat: float, lon: float, where: SiteFilter, *, within_km: float | None, scan: int
+) -> tuple[str, list[Any]]:
+    """SQL counting, among the ``scan`` sites nearest to (lat, lon) and nearer than
+    ``within_km``, how many each rule excluded (each site counts under its first failed rule).
+    """
+    args: list[Any] = [lat, lon]
+    arg = _binder(args)
+    rules = _conditions(where, arg)
+    first_failed = " ".join(f"WHEN NOT ({condition}) THEN '{rule}'" for rule, condition in rules)
+    nearer = ""
+    if within_km is not None:
+        # Sphere versus ellipsoid: count only sites clearly nearer than the chosen one.
+        nearer = (
+            " WHERE earth_distance(ll_to_earth($1, $2), ll_to_earth(s.lat, s.lon))"
+            f" < {arg(within_km * 1000 / _SPHERE_SLACK)}"
+        )
+    sql = (
+        f"SELECT rule, count(*) AS n FROM ("
+        f" SELECT CASE {first_failed} END AS rule FROM ("
+        f"  SELECT s.* FROM directory.site s"
+        f"  ORDER BY ll_to_earth(s.lat, s.lon) <-> ll_to_earth($1, $2) LIMIT {arg(scan)}"
+        f" ) s JOIN directory.provider p ON p.id = s.provider_id{nearer}"
+        f") ranked WHERE rule IS NOT NULL GROUP BY rule"
     )
     return sql, args
 
@@ -113,6 +172,31 @@ async def nearest_sites(
             found.append(NearbySite(provider_from_row(row, "p_"), site_from_row(row), distance))
     found.sort(key=lambda hit: (hit.distance_km, hit.site.id))
     return found
+
+
+def referral_filter(
+    *,
+    needs: Sequence[str],
+    language: str,
+    accessibility: Sequence[str] = (),
+    age: int | None = None,
+    eligibility: Sequence[str] = (),
+    max_distance_km: float | None = None,
+    exclude_providers: Sequence[str] = (),
+    already_offered: Sequence[str] = (),
+) -> SiteFilter:
+    """Every rule of DESIGN.md section 4 that the data decides, for one referral."""
+    return SiteFilter(
+        services=needs,
+        language=language,
+        accessibility=accessibility,
+        accepting=True,
+        radius_km=max_distance_km,
+        age=age,
+        eligibility=eligibility,
+        exclude_providers=exclude_providers,
+        exclude_sites=already_offered,
+    )
 
 
 async def candidates(
@@ -136,18 +220,38 @@ async def candidates(
     place left, services, language, accessibility, eligibility, distance, exclusions, sites
     already offered this referral); the router ranks the result and explains its choice.
     """
-    where = SiteFilter(
-        services=needs,
+    where = referral_filter(
+        needs=needs,
         language=language,
         accessibility=accessibility,
-        accepting=True,
-        radius_km=max_distance_km,
         age=age,
         eligibility=eligibility,
+        max_distance_km=max_distance_km,
         exclude_providers=exclude_providers,
-        exclude_sites=already_offered,
+        already_offered=already_offered,
     )
     return await nearest_sites(conn, lat, lon, where, limit)
+
+
+#: How many of the nearest sites the exclusion counts look at: bounded, so explaining a choice
+#: costs the same in a directory of 500 sites or of 1,000,000.
+EXCLUSION_SCAN = 1000
+
+
+async def exclusions(
+    conn: Connection,
+    lat: float,
+    lon: float,
+    where: SiteFilter,
+    *,
+    within_km: float | None = None,
+    scan: int = EXCLUSION_SCAN,
+) -> dict[str, int]:
+    """How many sites each rule excluded: among the ``scan`` nearest sites, those nearer than
+    ``within_km`` (the chosen site's distance; None when no site was suitable).
+    """
+    sql, args = exclusions_query(lat, lon, where, within_km=within_km, scan=scan)
+    return {row["rule"]: row["n"] for row in await conn.fetch(sql, *args)}
 
 
 async def reserve_place(conn: Connection, site_id: str) -> bool:

@@ -1,0 +1,154 @@
+"""Composition root of the router service: ``create_app(settings)`` builds its Litestar app.
+
+The app's lifespan owns everything the router runs: the PostgreSQL pool, the NATS connection,
+the stream and consumer set-up, and the consumer and sweeper loops. Serving the app (``eo
+router``, ``eo run``) runs the router; shutting it down drains the loops, then NATS, then the pool.
+"""
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import asyncpg
+import nats
+import nats.errors
+import structlog
+from litestar import Litestar, Response, get
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import PathParameter
+from nats.aio.client import Client as NatsClient
+
+from contracts.router import ReferralView
+from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS
+from services.directory.geocode import default_gazetteer
+from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
+from services.infra.migrations import apply_migrations, pending_migrations
+from services.router.settings import RouterSettings
+from services.router.store import RouterStore
+from services.router.worker import Router, ensure_stream_and_consumer
+
+log = structlog.get_logger("router")
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+async def connect_nats(url: str, *, name: str = "eo-router") -> NatsClient:
+    """Connect, waiting for the server if it is not up yet; reconnects forever afterwards."""
+
+    async def on_error(exc: Exception) -> None:
+        log.warning("nats.error", error=repr(exc))
+
+    async def on_disconnected() -> None:
+        log.warning("nats.disconnected")
+
+    async def on_reconnected() -> None:
+        log.info("nats.reconnected")
+
+    delay = 0.2
+    while True:
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                drain_timeout=5,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            )
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            log.warning("nats.unavailable", url=url, error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
+@get("/api/v1/referrals/{referral_id:uuid}", tags=["referrals"])
+async def get_referral(
+    state: State,
+    referral_id: Annotated[uuid.UUID, PathParameter(description="The referral id OW chose.")],
+) -> ReferralView:
+    """A referral's state, its current offer, every offer and its full history with reasons."""
+    async with state.pool.acquire() as conn:
+        view = await RouterStore(conn).referral_view(referral_id)
+    if view is None:
+        raise NotFoundException(f"no referral {referral_id}")
+    return view
+
+
+@get("/health", tags=["operations"])
+async def health() -> dict[str, str]:
+    """Alive: the process answers."""
+    return {"status": "ok"}
+
+
+@get("/ready", tags=["operations"])
+async def ready(state: State) -> Response[dict[str, Any]]:
+    """Ready: the database answers with every migration applied, and NATS is connected."""
+    try:
+        async with state.pool.acquire() as conn:
+            pending = await pending_migrations(conn, "router", MIGRATIONS)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        return Response({"status": "unavailable", "error": str(exc)}, status_code=503)
+    if pending:
+        return Response({"status": "migrating", "pending": pending}, status_code=503)
+    if not state.nc.is_connected:
+        return Response({"status": "unavailable", "error": "NATS not connected"}, status_code=503)
+    return Response({"status": "ready", "handled": state.router.handled})
+
+
+def create_app(settings: RouterSettings) -> Litestar:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        pool = await asyncpg.create_pool(
+            settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+        )
+        try:
+            if settings.apply_migrations:
+                async with pool.acquire() as conn:
+                    # The candidates query reads the directory's tables: make sure they exist
+                    # whichever service starts first.
+                    await apply_migrations(conn, "directory", DIRECTORY_MIGRATIONS)
+                    await apply_migrations(conn, "router", MIGRATIONS)
+            nc = await connect_nats(settings.nats_url)
+            try:
+                js = nc.jetstream()
+                await ensure_stream_and_consumer(js, settings)
+                router = Router(pool, js, settings, default_gazetteer())
+                stop = asyncio.Event()
+                loops = [
+                    asyncio.create_task(router.consume(stop), name="router.consume"),
+                    asyncio.create_task(router.sweep(stop), name="router.sweep"),
+                ]
+                app.state.update(pool=pool, nc=nc, router=router)
+                log.info("router.started", nats=settings.nats_url, port=settings.port)
+                try:
+                    yield
+                finally:
+                    stop.set()
+                    await asyncio.wait(loops, timeout=settings.fetch_timeout_s + 10)
+                    log.info("router.stopped", handled=router.handled)
+            finally:
+                with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+                    await nc.drain()
+        finally:
+            await pool.close()
+
+    return Litestar(
+        route_handlers=[get_referral, health, ready],
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        exception_handlers={
+            ValidationException: on_validation_error,
+            HTTPException: on_http_error,
+            Exception: unexpected_error_handler("router"),
+        },
+        openapi_config=OpenAPIConfig(title="EO referral router", version="1.0.0", path="/schema"),
+        logging_config=None,
+    )

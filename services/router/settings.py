@@ -1,0 +1,54 @@
+"""The router service's settings, read from the environment (``ROUTER_*``) in one place."""
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+#: Two days, as DESIGN.md section 1 expects providers to answer within.
+DEFAULT_OFFER_TIMEOUT_S = 2 * 24 * 3600.0
+
+
+class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
+    database_url: str
+    nats_url: str
+    host: str = "127.0.0.1"
+    port: int = 8001
+    #: How long a provider has to answer an offer before it counts as declined (timeout).
+    offer_timeout_s: float = DEFAULT_OFFER_TIMEOUT_S
+    #: How often expired offers and unsent outbox rows are looked for.
+    sweep_interval_s: float = 1.0
+    #: Outbox rows older than this that are still unsent are re-published by the relay
+    #: (younger ones are being published by the worker that wrote them).
+    relay_grace_s: float = 2.0
+    #: Messages fetched from JetStream at once, and how long an empty fetch waits.
+    batch_size: int = 100
+    fetch_timeout_s: float = 1.0
+    #: Deliveries of one message before the router gives up on it (dead letter).
+    max_deliver: int = 200
+    #: Seconds JetStream drops a repeated Nats-Msg-Id within.
+    duplicate_window_s: float = 300.0
+    #: Delays between redeliveries of a message that failed for a transient reason.
+    backoff_s: tuple[float, ...] = (2.0, 5.0, 10.0, 30.0, 60.0)
+    #: Candidates fetched per matching round (re-ranked by geodesic distance).
+    candidates: int = 5
+    pool_min_size: int = 2
+    pool_max_size: int = 10
+    apply_migrations: bool = True
+
+    @classmethod
+    def from_env(
+        cls, database_url: str, nats_url: str, env: Mapping[str, str] | None = None
+    ) -> "RouterSettings":
+        env = os.environ if env is None else env
+        prefix = "ROUTER_"
+        raw: dict[str, object] = {
+            name.removeprefix(prefix).lower(): value
+            for name, value in env.items()
+            if name.startswith(prefix) and value
+        }
+        if isinstance(backoff := raw.get("backoff_s"), str):
+            raw["backoff_s"] = [part for part in backoff.split(",") if part.strip()]
+        raw["database_url"] = database_url
+        raw["nats_url"] = nats_url
+        return msgspec.convert(raw, cls, strict=False)

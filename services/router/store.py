@@ -1,0 +1,356 @@
+"""All SQL of the router schema: referrals, offers, history, the outbox and handled message ids.
+
+A ``RouterStore`` wraps one connection; the worker opens the transaction around a handler,
+so everything a handler writes through it commits together (or not at all).
+"""
+
+import datetime
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from contracts.codec import decode_inbound, encode
+from contracts.common import Message
+from contracts.referrals import Explanation, ReferralRequested, ReferralStatus
+from contracts.router import HistoryEntry, OfferView, ReferralView
+from services.infra.db import Connection
+
+_explanation = msgspec.json.Decoder(Explanation)
+
+
+@dataclass(frozen=True)
+class ReferralRow:
+    id: uuid.UUID
+    status: ReferralStatus
+    attempt: int
+    #: None only for a rejected request that could not be decoded.
+    request: ReferralRequested | None
+    lat: float | None
+    lon: float | None
+
+
+@dataclass(frozen=True)
+class OfferRow:
+    id: uuid.UUID
+    referral_id: uuid.UUID
+    attempt: int
+    provider_id: str
+    site_id: str
+    distance_km: float
+    offered_at: datetime.datetime
+    expires_at: datetime.datetime
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    id: int
+    message_id: uuid.UUID
+    subject: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Transition:
+    """One history entry: an event and the state after it (or a refusal, state unchanged)."""
+
+    event: str
+    status: ReferralStatus
+    attempt: int
+    refused: bool = False
+    provider_id: str | None = None
+    site_id: str | None = None
+    distance_km: float | None = None
+    reason: str | None = None
+    explanation: Explanation | None = None
+    message_id: uuid.UUID | None = None
+
+
+def _request(value: str | None) -> ReferralRequested | None:
+    if value is None:
+        return None
+    message = decode_inbound(value.encode())
+    assert isinstance(message, ReferralRequested)  # only requests are stored here
+    return message
+
+
+def _referral(row: Any) -> ReferralRow:
+    return ReferralRow(
+        id=row["id"],
+        status=row["status"],
+        attempt=row["attempt"],
+        request=_request(row["request"]),
+        lat=row["lat"],
+        lon=row["lon"],
+    )
+
+
+_OFFER_COLUMNS = (
+    "id, referral_id, attempt, provider_id, site_id, distance_km, offered_at, expires_at"
+)
+
+
+class RouterStore:
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+
+    # -- handled messages ------------------------------------------------------------------
+
+    async def claim_message(
+        self,
+        message_id: uuid.UUID,
+        referral_id: uuid.UUID | None,
+        subject: str,
+        now: datetime.datetime,
+    ) -> bool:
+        """Record an inbound message as handled; False when it was handled before.
+
+        A second transaction claiming the same id waits for the first to commit, then sees it.
+        """
+        claimed = await self.conn.fetchval(
+            "INSERT INTO router.processed (message_id, referral_id, subject, outcome, at)"
+            " VALUES ($1, $2, $3, 'handling', $4) ON CONFLICT DO NOTHING RETURNING true",
+            message_id,
+            referral_id,
+            subject,
+            now,
+        )
+        return bool(claimed)
+
+    async def finish_message(self, message_id: uuid.UUID, outcome: str, reason: str | None) -> None:
+        await self.conn.execute(
+            "UPDATE router.processed SET outcome = $2, reason = $3 WHERE message_id = $1",
+            message_id,
+            outcome,
+            reason,
+        )
+
+    # -- referrals ---------------------------------------------------------------------------
+
+    async def create_referral(
+        self,
+        request: ReferralRequested,
+        *,
+        lat: float,
+        lon: float,
+        precision: str,
+        resolved_from: str,
+        now: datetime.datetime,
+    ) -> bool:
+        """Store a new referral as ``received``; False when its id is already known."""
+        created = await self.conn.fetchval(
+            "INSERT INTO router.referral (id, status, request, lat, lon, precision,"
+            " resolved_from, source_system, created_at, updated_at)"
+            " VALUES ($1, 'received', $2, $3, $4, $5, $6, $7, $8, $8)"
+            " ON CONFLICT (id) DO NOTHING RETURNING true",
+            request.referral_id,
+            encode(request).decode(),
+            lat,
+            lon,
+            precision,
+            resolved_from,
+            request.source.system,
+            now,
+        )
+        return bool(created)
+
+    async def create_rejected(self, referral_id: uuid.UUID, now: datetime.datetime) -> bool:
+        """Store a referral whose request was invalid as ``rejected``; False when known."""
+        created = await self.conn.fetchval(
+            "INSERT INTO router.referral (id, status, created_at, updated_at)"
+            " VALUES ($1, 'rejected', $2, $2) ON CONFLICT (id) DO NOTHING RETURNING true",
+            referral_id,
+            now,
+        )
+        return bool(created)
+
+    async def lock_referral(self, referral_id: uuid.UUID) -> ReferralRow | None:
+        """The referral, locked until the transaction ends (one handler per referral at a time)."""
+        row = await self.conn.fetchrow(
+            "SELECT id, status, attempt, request::text AS request, lat, lon"
+            " FROM router.referral WHERE id = $1 FOR UPDATE",
+            referral_id,
+        )
+        return None if row is None else _referral(row)
+
+    async def set_status(
+        self, referral_id: uuid.UUID, status: ReferralStatus, attempt: int, now: datetime.datetime
+    ) -> None:
+        await self.conn.execute(
+            "UPDATE router.referral SET status = $2, attempt = $3, updated_at = $4 WHERE id = $1",
+            referral_id,
+            status,
+            attempt,
+            now,
+        )
+
+    async def lock_expired(self, now: datetime.datetime, limit: int) -> list[uuid.UUID]:
+        """Referrals whose open offer is past its deadline, locked; rows another replica holds
+        are skipped, so several routers share the work without waiting on each other.
+        """
+        rows = await self.conn.fetch(
+            "SELECT r.id FROM router.referral r"
+            " JOIN router.offer o ON o.referral_id = r.id AND o.state = 'open'"
+            " WHERE o.expires_at <= $1 ORDER BY o.expires_at LIMIT $2"
+            " FOR UPDATE OF r SKIP LOCKED",
+            now,
+            limit,
+        )
+        return [row["id"] for row in rows]
+
+    # -- offers ------------------------------------------------------------------------------
+
+    async def offered_sites(self, referral_id: uuid.UUID) -> list[str]:
+        rows = await self.conn.fetch(
+            "SELECT site_id FROM router.offer WHERE referral_id = $1", referral_id
+        )
+        return [row["site_id"] for row in rows]
+
+    async def open_offer(self, referral_id: uuid.UUID) -> OfferRow | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_OFFER_COLUMNS} FROM router.offer WHERE referral_id = $1 AND state = 'open'",
+            referral_id,
+        )
+        return None if row is None else OfferRow(**dict(row))
+
+    async def insert_offer(self, offer: OfferRow) -> None:
+        await self.conn.execute(
+            f"INSERT INTO router.offer ({_OFFER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            offer.id,
+            offer.referral_id,
+            offer.attempt,
+            offer.provider_id,
+            offer.site_id,
+            offer.distance_km,
+            offer.offered_at,
+            offer.expires_at,
+        )
+
+    async def close_offer(self, offer_id: uuid.UUID, state: str, now: datetime.datetime) -> None:
+        await self.conn.execute(
+            "UPDATE router.offer SET state = $2, closed_at = $3 WHERE id = $1 AND state = 'open'",
+            offer_id,
+            state,
+            now,
+        )
+
+    # -- history and outbox ------------------------------------------------------------------
+
+    async def add_history(
+        self, referral_id: uuid.UUID, entry: Transition, now: datetime.datetime
+    ) -> None:
+        await self.conn.execute(
+            "INSERT INTO router.history (referral_id, at, event, status, refused, attempt,"
+            " provider_id, site_id, distance_km, reason, explanation, message_id)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            referral_id,
+            now,
+            entry.event,
+            entry.status,
+            entry.refused,
+            entry.attempt,
+            entry.provider_id,
+            entry.site_id,
+            entry.distance_km,
+            entry.reason,
+            None if entry.explanation is None else encode_json(entry.explanation),
+            entry.message_id,
+        )
+
+    async def add_outbox(self, subject: str, message: Message) -> OutboxRow | None:
+        """Queue ``message`` for publishing; None when that message id is already queued."""
+        payload = encode(message)
+        row_id = await self.conn.fetchval(
+            "INSERT INTO router.outbox (message_id, subject, payload) VALUES ($1, $2, $3)"
+            " ON CONFLICT (message_id) DO NOTHING RETURNING id",
+            message.message_id,
+            subject,
+            payload,
+        )
+        if row_id is None:
+            return None
+        return OutboxRow(row_id, message.message_id, subject, payload)
+
+    async def lock_unsent(self, *, older_than: datetime.datetime, limit: int) -> list[OutboxRow]:
+        """Outbox rows nobody has published, oldest first, locked against other relays."""
+        rows = await self.conn.fetch(
+            "SELECT id, message_id, subject, payload FROM router.outbox"
+            " WHERE sent_at IS NULL AND created_at <= $1 ORDER BY id LIMIT $2"
+            " FOR UPDATE SKIP LOCKED",
+            older_than,
+            limit,
+        )
+        return [OutboxRow(**dict(row)) for row in rows]
+
+    async def mark_sent(self, ids: Sequence[int], now: datetime.datetime) -> None:
+        await self.conn.execute(
+            "UPDATE router.outbox SET sent_at = $2 WHERE id = ANY($1::bigint[])", list(ids), now
+        )
+
+    # -- the HTTP view -----------------------------------------------------------------------
+
+    async def referral_view(self, referral_id: uuid.UUID) -> ReferralView | None:
+        row = await self.conn.fetchrow(
+            "SELECT id, status, attempt, created_at, updated_at, source_system"
+            " FROM router.referral WHERE id = $1",
+            referral_id,
+        )
+        if row is None:
+            return None
+        offers = [
+            OfferView(
+                offer_id=o["id"],
+                attempt=o["attempt"],
+                provider_id=o["provider_id"],
+                site_id=o["site_id"],
+                distance_km=o["distance_km"],
+                offered_at=o["offered_at"],
+                expires_at=o["expires_at"],
+                state=o["state"],
+                closed_at=o["closed_at"],
+            )
+            for o in await self.conn.fetch(
+                f"SELECT {_OFFER_COLUMNS}, state, closed_at FROM router.offer"
+                " WHERE referral_id = $1 ORDER BY attempt",
+                referral_id,
+            )
+        ]
+        history = [
+            HistoryEntry(
+                at=h["at"],
+                event=h["event"],
+                status=h["status"],
+                refused=h["refused"],
+                attempt=h["attempt"],
+                provider_id=h["provider_id"],
+                site_id=h["site_id"],
+                distance_km=h["distance_km"],
+                reason=h["reason"],
+                explanation=None
+                if h["explanation"] is None
+                else _explanation.decode(h["explanation"]),
+            )
+            for h in await self.conn.fetch(
+                "SELECT at, event, status, refused, attempt, provider_id, site_id, distance_km,"
+                " reason, explanation::text AS explanation FROM router.history"
+                " WHERE referral_id = $1 ORDER BY id",
+                referral_id,
+            )
+        ]
+        return ReferralView(
+            referral_id=row["id"],
+            status=row["status"],
+            attempt=row["attempt"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            source_system=row["source_system"],
+            current_offer=next((o for o in offers if o.state == "open"), None),
+            offers=offers,
+            history=history,
+        )
+
+
+def encode_json(value: msgspec.Struct) -> str:
+    return msgspec.json.encode(value).decode()
