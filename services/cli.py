@@ -2,15 +2,27 @@
 
 import argparse
 import asyncio
+import contextlib
+import json
 import secrets
 import sys
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
 import msgspec
-import uvicorn
+import structlog
+import uvloop
+from nats.aio.msg import Msg
 
+from contracts.codec import decode_outbound
+from contracts.common import ClientLocation
+from contracts.referrals import TERMINAL_STATUSES, ReferralStatusChanged
+from contracts.subjects import CANCEL, DEAD, OFFERED_ALL, REQUESTED, STATUS, offered_subject
+from services import client
+from services.client import ClientError
+from services.demo import run_demo
 from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS, create_app
 from services.directory.errors import DirectoryError
 from services.directory.geocode import default_gazetteer
@@ -19,7 +31,12 @@ from services.directory.settings import DirectorySettings
 from services.infra.embedded import Servers, ServerStartError, running_servers
 from services.infra.logs import configure_logging
 from services.infra.migrations import apply_migrations
+from services.infra.serving import Served, serve_all
 from services.infra.settings import InfraSettings
+from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS, create_app as create_router_app
+from services.router.settings import RouterSettings
+
+log = structlog.get_logger("eo")
 
 CONFIGURATION = """\
 configuration (environment variables):
@@ -31,6 +48,14 @@ configuration (environment variables):
   DIRECTORY_HOST, DIRECTORY_PORT   where the directory listens (default 127.0.0.1:8000)
   DIRECTORY_ADMIN_TOKEN    bearer token for writes (default: generated into EO_STATE_DIR)
   DIRECTORY_GEOCODER       offline (default, bundled gazetteer) or nominatim (needs network)
+  ROUTER_HOST, ROUTER_PORT         where the router's HTTP API listens (default 127.0.0.1:8001)
+  ROUTER_OFFER_TIMEOUT_S   seconds a provider has to answer an offer (default 172800 = 2 days)
+  ROUTER_SWEEP_INTERVAL_S  how often expired offers and unsent events are looked for (1)
+  ROUTER_BATCH_SIZE        messages fetched from JetStream at once (100)
+  ROUTER_MAX_DELIVER       deliveries of one message before it is dead-lettered (200)
+  ROUTER_BACKOFF_S         redelivery delays, comma-separated (2,5,10,30,60)
+  ROUTER_DUPLICATE_WINDOW_S  JetStream de-duplication window of the stream (300)
+  ROUTER_URL               the router `eo referral show/respond` asks (http://127.0.0.1:8001)
 """
 
 
@@ -46,14 +71,19 @@ def admin_token(settings: DirectorySettings, state_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def banner(servers: Servers, directory: DirectorySettings, state_dir: Path) -> str:
+def banner(
+    servers: Servers, directory: DirectorySettings, router: RouterSettings, state_dir: Path
+) -> str:
     base = f"http://{directory.host}:{directory.port}"
+    routing = f"http://{router.host}:{router.port}"
     embedded = ", ".join(servers.started) or "none (using DATABASE_URL / NATS_URL)"
     return f"""
   EO referrals is up.  Ctrl-C stops everything this command started.
 
   directory API   {base}/api/v1/sites/nearest?community=Almonte&service=resume_writing
   OpenAPI         {base}/schema   (health {base}/health, ready {base}/ready)
+  router API      {routing}/api/v1/referrals/<referral_id>   (OpenAPI {routing}/schema)
+  watch events    .venv/bin/eo referral watch      send one: .venv/bin/eo referral send --help
   PostgreSQL      {servers.database_url}
   NATS            {servers.nats_url}   (JetStream enabled)
   embedded        {embedded}; state in {state_dir.resolve()}
@@ -61,37 +91,62 @@ def banner(servers: Servers, directory: DirectorySettings, state_dir: Path) -> s
 """
 
 
-async def serve_directory(settings: DirectorySettings) -> bool:
-    config = uvicorn.Config(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        http="httptools",
-        lifespan="on",
-        log_config=None,
-        access_log=False,
-    )
-    server = uvicorn.Server(config)
-    await server.serve()
-    return server.started
+async def _wait_ready(*urls: str) -> None:
+    for url in urls:
+        while True:
+            with contextlib.suppress(ClientError):
+                await asyncio.to_thread(client.get_json, url)
+                break
+            await asyncio.sleep(0.2)
 
 
-def cmd_run(_: argparse.Namespace) -> int:
+async def _demo(directory: DirectorySettings, router: RouterSettings) -> None:
+    router_base = f"http://{router.host}:{router.port}"
+    try:
+        await _wait_ready(f"http://{directory.host}:{directory.port}/ready", f"{router_base}/ready")
+        nc = await client.connect(router.nats_url)
+        try:
+            await run_demo(nc, router_base)
+        finally:
+            await nc.close()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the demo must never take the services down
+        log.exception("demo.failed", error=repr(exc))
+
+
+def cmd_run(args: argparse.Namespace) -> int:
     infra = InfraSettings.from_env()
     with running_servers(infra) as servers:
         directory = DirectorySettings.from_env(servers.database_url)
         token = admin_token(directory, infra.state_dir)
         directory = msgspec.structs.replace(directory, admin_token=token)
-        print(banner(servers, directory, infra.state_dir), flush=True)
-        started = asyncio.run(serve_directory(directory))
+        router = RouterSettings.from_env(servers.database_url, servers.nats_url)
+        print(banner(servers, directory, router, infra.state_dir), flush=True)
+        apps = [
+            Served("directory", create_app(directory), directory.host, directory.port),
+            Served("router", create_router_app(router), router.host, router.port),
+        ]
+        demo = [] if args.no_demo else [_demo(directory, router)]
+        started = uvloop.run(serve_all(apps, also=demo))
+    return 0 if started else 1
+
+
+def cmd_router(_: argparse.Namespace) -> int:
+    with running_servers(InfraSettings.from_env()) as servers:
+        router = RouterSettings.from_env(servers.database_url, servers.nats_url)
+        print(f"router: http://{router.host}:{router.port}  NATS {router.nats_url}", flush=True)
+        apps = [Served("router", create_router_app(router), router.host, router.port)]
+        started = uvloop.run(serve_all(apps))
     return 0 if started else 1
 
 
 async def _migrate_and_seed(database_url: str, seed: bool) -> None:
     conn = await asyncpg.connect(database_url)
     try:
-        applied = await apply_migrations(conn, "directory", DIRECTORY_MIGRATIONS)
-        print(f"directory migrations applied now: {applied or 'none (up to date)'}")
+        for service, folder in (("directory", DIRECTORY_MIGRATIONS), ("router", ROUTER_MIGRATIONS)):
+            applied = await apply_migrations(conn, service, folder)
+            print(f"{service} migrations applied now: {applied or 'none (up to date)'}")
         if seed:
             added = await load_seed(conn)
             print(f"seed loaded: {added['providers']} new providers, {added['sites']} new sites")
@@ -121,6 +176,125 @@ def cmd_geocode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _location(args: argparse.Namespace) -> ClientLocation:
+    if args.lat is not None or args.lon is not None:
+        return ClientLocation(lat=args.lat, lon=args.lon)
+    if args.postal_code:
+        return ClientLocation(postal_code=args.postal_code)
+    return ClientLocation(community=args.community)
+
+
+async def _send(args: argparse.Namespace) -> int:
+    request = client.build_request(
+        location=_location(args),
+        needs=args.need,
+        language=args.language,
+        client_ref=args.client_ref,
+        age=args.age,
+        accessibility_needs=args.accessibility or (),
+        eligibility=args.eligibility or ("ow_recipient",),
+        max_distance_km=args.max_distance_km,
+        preferred_provider_id=args.preferred_provider,
+        exclude_provider_ids=args.exclude_provider,
+    )
+    nc = await client.connect(client.nats_url())
+    try:
+        final = asyncio.Event()
+
+        async def on_status(msg: object) -> None:
+            event = decode_outbound(msg.data)  # type: ignore[attr-defined]
+            if (
+                isinstance(event, ReferralStatusChanged)
+                and event.referral_id == request.referral_id
+            ):
+                print(client.describe(event), flush=True)
+                if event.status in TERMINAL_STATUSES or event.status == "offered":
+                    final.set()
+
+        if args.wait:
+            await nc.subscribe(STATUS, cb=on_status)
+        await client.publish(nc, REQUESTED, request)
+        print(f"sent referral {request.referral_id}", flush=True)
+        if args.wait:
+            try:
+                await asyncio.wait_for(final.wait(), args.timeout)
+            except TimeoutError:
+                print(f"no offer or final state within {args.timeout} s", file=sys.stderr)
+                return 1
+    finally:
+        await nc.close()
+    return 0
+
+
+async def _respond(args: argparse.Namespace) -> int:
+    offer_id = args.offer
+    if offer_id is None:
+        view = await client.fetch_referral(client.router_url(), args.referral)
+        current = view.get("current_offer")
+        if not current:
+            raise ClientError(
+                f"referral {args.referral} has no open offer (it is {view['status']})"
+            )
+        offer_id = uuid.UUID(current["offer_id"])
+    decision = "accept" if args.accept else "decline"
+    message = client.response(args.referral, offer_id, decision, args.reason)
+    nc = await client.connect(client.nats_url())
+    try:
+        await client.publish(nc, f"referral.response.{args.provider}", message)
+    finally:
+        await nc.close()
+    print(f"{args.provider} answered {decision} to offer {offer_id} of referral {args.referral}")
+    return 0
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    nc = await client.connect(client.nats_url())
+    try:
+        await client.publish(nc, CANCEL, client.cancellation(args.referral, args.reason))
+    finally:
+        await nc.close()
+    print(f"asked to cancel referral {args.referral}")
+    return 0
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    nc = await client.connect(client.nats_url())
+
+    async def on_event(msg: Msg) -> None:
+        if args.json:
+            line = {"subject": msg.subject, "message": json.loads(msg.data)}
+            print(json.dumps(line), flush=True)
+        else:
+            print(client.describe(decode_outbound(msg.data)), flush=True)
+
+    offered = offered_subject(args.provider) if args.provider else OFFERED_ALL
+    for subject in (STATUS, offered, DEAD):
+        await nc.subscribe(subject, cb=on_event)
+    print(f"watching {STATUS}, {offered} and {DEAD} on {client.nats_url()} (Ctrl-C stops)")
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await nc.close()
+    return 0
+
+
+async def _show(args: argparse.Namespace) -> int:
+    view = await client.fetch_referral(client.router_url(), args.referral)
+    print(json.dumps(view, indent=2))
+    return 0
+
+
+def cmd_referral(args: argparse.Namespace) -> int:
+    action = {"send": _send, "respond": _respond, "cancel": _cancel, "watch": _watch}.get(
+        args.action, _show
+    )
+    try:
+        return asyncio.run(action(args))
+    except ClientError as exc:
+        print(f"eo: {exc}", file=sys.stderr)
+        return 1
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(
         prog="eo",
@@ -132,9 +306,17 @@ def parser() -> argparse.ArgumentParser:
     commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
-        "run", help="start the servers and the directory until Ctrl-C (what `make run` does)"
+        "run",
+        help="start the servers, the directory and the router, and run the demo, until Ctrl-C "
+        "(what `make run` does)",
     )
+    run.add_argument("--no-demo", action="store_true", help="do not send the sample referrals")
     run.set_defaults(handler=cmd_run)
+
+    router = commands.add_parser(
+        "router", help="run only the router (several may share one stream and database)"
+    )
+    router.set_defaults(handler=cmd_router)
 
     migrate = commands.add_parser("migrate", help="apply database migrations, then stop")
     migrate.add_argument("--seed", action="store_true", help="also load the seed data")
@@ -147,7 +329,71 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--postal-code", help="e.g. 'K7C 3P2'")
     where.add_argument("--community", help="e.g. Almonte")
     geocode.set_defaults(handler=cmd_geocode)
+
+    add_referral_commands(commands)
     return root
+
+
+def add_referral_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    referral = commands.add_parser(
+        "referral",
+        help="act as an OW system or a provider: send, respond, cancel, watch, show",
+        description="Talk to a running router over NATS (NATS_URL, default the `make run` "
+        "server) and its HTTP API (ROUTER_URL, default http://127.0.0.1:8001).",
+    )
+    actions = referral.add_subparsers(dest="action", required=True, metavar="ACTION")
+    referral.set_defaults(handler=cmd_referral)
+
+    send = actions.add_parser(
+        "send",
+        help="publish a referral.requested, as an OW system would",
+        epilog="example: eo referral send --community Almonte --need resume_writing --wait",
+    )
+    where = send.add_mutually_exclusive_group(required=True)
+    where.add_argument("--postal-code", help="the client's postal code, e.g. 'K7A 1A1'")
+    where.add_argument("--community", help="the client's community, e.g. Almonte")
+    where.add_argument("--lat", type=float, help="latitude (give --lon too)")
+    send.add_argument("--lon", type=float, help="longitude (with --lat)")
+    send.add_argument(
+        "--need", action="append", required=True, metavar="SERVICE",
+        help="a service code the client needs (repeatable), e.g. resume_writing; "
+        "see GET /api/v1/taxonomy on the directory",
+    )  # fmt: skip
+    send.add_argument("--language", choices=["en", "fr"], default="en")
+    send.add_argument("--age", type=int)
+    send.add_argument("--accessibility", action="append", metavar="CODE")
+    send.add_argument("--eligibility", action="append", metavar="CODE", help="default ow_recipient")
+    send.add_argument("--max-distance-km", type=float)
+    send.add_argument("--preferred-provider", metavar="PROVIDER_ID")
+    send.add_argument("--exclude-provider", action="append", metavar="PROVIDER_ID")
+    send.add_argument("--client-ref", help="opaque client reference (default: random)")
+    send.add_argument(
+        "--wait", action="store_true", help="print status events until offered or final"
+    )
+    send.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (30)")
+
+    respond = actions.add_parser("respond", help="answer an offer, as a provider would")
+    respond.add_argument("--provider", required=True, metavar="PROVIDER_ID")
+    respond.add_argument("--referral", required=True, type=uuid.UUID, metavar="REFERRAL_ID")
+    respond.add_argument(
+        "--offer", type=uuid.UUID, metavar="OFFER_ID",
+        help="default: the referral's open offer, asked from the router",
+    )  # fmt: skip
+    decision = respond.add_mutually_exclusive_group(required=True)
+    decision.add_argument("--accept", action="store_true")
+    decision.add_argument("--decline", action="store_true")
+    respond.add_argument("--reason", help="why (shown to OW)")
+
+    cancel = actions.add_parser("cancel", help="withdraw a referral, as OW would")
+    cancel.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")
+    cancel.add_argument("--reason", default="withdrawn by the caseworker")
+
+    watch = actions.add_parser("watch", help="print status events, offers and dead letters")
+    watch.add_argument("--provider", metavar="PROVIDER_ID", help="only this provider's offers")
+    watch.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    show = actions.add_parser("show", help="a referral's state and full history (router HTTP)")
+    show.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

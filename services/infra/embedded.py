@@ -97,6 +97,9 @@ class EmbeddedPostgres:
             text=True,
             timeout=START_TIMEOUT_S,
             check=check,
+            # Its own session: a Ctrl-C in the terminal reaches us, and we stop the server
+            # after the services have drained, instead of it dying under them.
+            start_new_session=True,
         )
 
     def _prepare_for_system_user(self) -> None:
@@ -176,8 +179,13 @@ class EmbeddedPostgres:
 class EmbeddedNats:
     """``nats-server`` with JetStream, storing streams under ``store_dir``."""
 
-    def __init__(self, store_dir: Path, *, port: int, host: str = "127.0.0.1"):
+    def __init__(
+        self, store_dir: Path, *, port: int, host: str = "127.0.0.1", durable: bool = True
+    ):
         self.store_dir = store_dir.resolve()
+        #: fsync every JetStream write (DESIGN.md section 6, single node); tests skip it.
+        self.durable = durable
+        self.config_file = self.store_dir / "nats-server.conf"
         self.host = host
         self.port = port
         self.log_file = self.store_dir / "nats-server.log"
@@ -214,11 +222,16 @@ class EmbeddedNats:
                 f"cannot start NATS: {self.host}:{self.port} is already in use "
                 "(set EO_NATS_PORT to another port, or NATS_URL to use that server)"
             )
+        sync = "always" if self.durable else "2m"
+        self.config_file.write_text(
+            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: {sync}\n}}\n'
+        )
         command = [
             str(self.binary), "-a", self.host, "-p", str(self.port),
-            "-js", "-sd", str(self.store_dir), "-l", str(self.log_file),
+            "-c", str(self.config_file), "-l", str(self.log_file),
         ]  # fmt: skip
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        # Its own session, so a terminal's Ctrl-C does not stop it before the router drains.
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, start_new_session=True)
         self.pid_file.write_text(str(self._process.pid))
         deadline = time.monotonic() + START_TIMEOUT_S
         while not _port_open(self.host, self.port):
@@ -248,7 +261,8 @@ class EmbeddedNats:
 def running_servers(settings: InfraSettings, *, durable: bool = True) -> Iterator[Servers]:
     """Yield the servers' URLs: the configured ones, or embedded ones started (and stopped) here.
 
-    ``durable=False`` is for throwaway test clusters: PostgreSQL skips fsync.
+    ``durable=False`` is for throwaway test clusters: PostgreSQL skips fsync, and JetStream
+    syncs every 2 minutes instead of on every write.
     """
     with contextlib.ExitStack() as stack:
         started: list[str] = []
@@ -262,7 +276,9 @@ def running_servers(settings: InfraSettings, *, durable: bool = True) -> Iterato
             started.append("postgres")
         nats_url = settings.nats_url
         if not nats_url:
-            nats = EmbeddedNats(settings.state_dir / "nats", port=settings.nats_port)
+            nats = EmbeddedNats(
+                settings.state_dir / "nats", port=settings.nats_port, durable=durable
+            )
             nats_url = nats.start()
             stack.callback(nats.stop)
             started.append("nats")

@@ -48,7 +48,7 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
             if name.startswith(prefix) and value
         }
         if isinstance(backoff := raw.get("backoff_s"), str):
-            raw["backoff_s"] = [part for part in backoff.split(",") if part.strip()]
+            raw["backoff_s"] = [part.strip() for part in backoff.split(",") if part.strip()]
         raw["database_url"] = database_url
         raw["nats_url"] = nats_url
         return msgspec.convert(raw, cls, strict=False)

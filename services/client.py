@@ -1,0 +1,167 @@
+"""The OW and provider side of the wire, for people: send, answer, cancel, watch and show referrals.
+
+What an OW system or a provider integration does, as small functions the ``eo referral``
+commands and the ``make run`` demo share. Everything goes through ``contracts``.
+"""
+
+import asyncio
+import datetime
+import json
+import os
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+from nats.aio.client import Client as NatsClient
+
+from contracts.codec import encode
+from contracts.common import ClientLocation, Message
+from contracts.referrals import (
+    DeadLetter,
+    ReferralCancel,
+    ReferralOffered,
+    ReferralRequested,
+    ReferralResponse,
+    ReferralStatusChanged,
+)
+from services.infra.settings import DEFAULT_NATS_PORT
+
+DEFAULT_ROUTER_URL = "http://127.0.0.1:8001"
+
+
+class ClientError(Exception):
+    """Something the user can fix: say what, and how."""
+
+
+def nats_url(env: Mapping[str, str] | None = None) -> str:
+    """NATS_URL, or the embedded server `make run` starts."""
+    env = os.environ if env is None else env
+    return env.get("NATS_URL") or f"nats://127.0.0.1:{env.get('EO_NATS_PORT', DEFAULT_NATS_PORT)}"
+
+
+def router_url(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("ROUTER_URL") or DEFAULT_ROUTER_URL
+
+
+async def connect(url: str) -> NatsClient:
+    try:
+        return await nats.connect(url, name="eo-cli", connect_timeout=2, max_reconnect_attempts=0)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        raise ClientError(
+            f"cannot reach NATS at {url} ({exc!r}); is `make run` running? (or set NATS_URL)"
+        ) from exc
+
+
+def build_request(
+    *,
+    location: ClientLocation,
+    needs: Sequence[Any],
+    language: Any,
+    client_ref: str | None = None,
+    referral_id: uuid.UUID | None = None,
+    system: str = "eo-cli",
+    office_id: str = "cli",
+    age: int | None = None,
+    accessibility_needs: Sequence[Any] = (),
+    eligibility: Sequence[Any] = ("ow_recipient",),
+    **optional: Any,
+) -> ReferralRequested:
+    """A ``referral.requested`` message; ``msgspec.ValidationError`` when a value is invalid."""
+    raw = {
+        "message_id": str(uuid.uuid4()),
+        "referral_id": str(referral_id or uuid.uuid4()),
+        "requested_at": datetime.datetime.now(datetime.UTC).isoformat(),
+        "source": {"system": system, "office_id": office_id},
+        "client": {
+            "client_ref": client_ref or f"c-{uuid.uuid4().hex[:8]}",
+            "location": msgspec.to_builtins(location),
+            "language": language,
+            "age": age,
+            "accessibility_needs": list(accessibility_needs),
+            "eligibility": list(eligibility),
+        },
+        "needs": list(needs),
+        **{key: value for key, value in optional.items() if value not in (None, [], ())},
+    }
+    # Converting from builtins runs every constraint of the contract, as decoding would.
+    return msgspec.convert(raw, ReferralRequested)
+
+
+def response(
+    referral_id: uuid.UUID, offer_id: uuid.UUID, decision: Any, reason: str | None = None
+) -> ReferralResponse:
+    return ReferralResponse(
+        message_id=uuid.uuid4(),
+        referral_id=referral_id,
+        offer_id=offer_id,
+        decision=decision,
+        reason=reason,
+    )
+
+
+def cancellation(referral_id: uuid.UUID, reason: str) -> ReferralCancel:
+    return ReferralCancel(message_id=uuid.uuid4(), referral_id=referral_id, reason=reason)
+
+
+async def publish(nc: NatsClient, subject: str, message: Message) -> None:
+    """Publish into the REFERRALS stream, with the message id JetStream de-duplicates on."""
+    headers = {"Nats-Msg-Id": str(message.message_id)}
+    try:
+        await nc.jetstream().publish(subject, encode(message), headers=headers, timeout=5)
+    except (nats.errors.Error, TimeoutError) as exc:
+        raise ClientError(
+            f"NATS did not store the message on {subject} ({exc!r}); is the router running?"
+        ) from exc
+
+
+def short(referral_id: uuid.UUID) -> str:
+    return str(referral_id)[:8]
+
+
+def describe(event: ReferralStatusChanged | ReferralOffered | DeadLetter) -> str:
+    """One line for a person watching the stream."""
+    match event:
+        case ReferralStatusChanged():
+            parts = [f"referral {short(event.referral_id)}", f"{event.status:<9}"]
+            if event.site_id:
+                distance = "" if event.distance_km is None else f" ({event.distance_km:.1f} km)"
+                parts.append(f"{event.site_id}{distance}")
+            if event.explanation is not None and event.status in ("offered", "unmatched"):
+                parts.append(f"- {event.explanation.text}")
+            elif event.reason:
+                parts.append(f"- {event.reason}")
+            return "  ".join(parts)
+        case ReferralOffered():
+            return (
+                f"offer    {short(event.referral_id)}  to {event.provider_id} "
+                f"(site {event.site_id}, attempt {event.attempt}, offer_id {event.offer_id}, "
+                f"answer by {event.expires_at:%Y-%m-%d %H:%M}Z)"
+            )
+        case DeadLetter():
+            which = "" if event.referral_id is None else f" (referral {short(event.referral_id)})"
+            return f"dead     {event.subject}{which}: {event.error}"
+
+
+def get_json(url: str) -> Any:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            raise ClientError(f"the router does not know that referral ({url})") from exc
+        raise ClientError(f"{url} answered {exc.code}: {exc.read().decode()[:300]}") from exc
+    except (urllib.error.URLError, OSError) as exc:
+        raise ClientError(
+            f"cannot reach the router at {url} ({exc}); is `make run` running? (or set ROUTER_URL)"
+        ) from exc
+
+
+async def fetch_referral(base_url: str, referral_id: uuid.UUID) -> Any:
+    """The router's view of a referral (GET /api/v1/referrals/{id}) as JSON."""
+    return await asyncio.to_thread(get_json, f"{base_url}/api/v1/referrals/{referral_id}")

@@ -1,0 +1,146 @@
+"""The router's pure edges: parsing inbound bytes, settings, stream/consumer config, SQL shape."""
+
+import uuid
+
+import msgspec
+import pytest
+
+from contracts.codec import encode
+from contracts.common import ClientLocation
+from services.client import build_request, describe
+from services.directory.candidates import exclusions_query, referral_filter
+from services.router.settings import RouterSettings
+from services.router.worker import (
+    InvalidMessage,
+    consumer_config,
+    nak_delay,
+    parse,
+    stream_config,
+)
+from tests.referrals import answer, cancel, make_request
+
+REQUEST = make_request()
+VALID = encode(REQUEST)
+
+
+def test_parse_accepts_each_message_on_its_subject() -> None:
+    assert parse("referral.requested", VALID) == (REQUEST, None)
+    message = cancel(REQUEST.referral_id)
+    assert parse("referral.cancel", encode(message)) == (message, None)
+    response = msgspec.json.encode(
+        {
+            "type": "referral.response.v1",
+            "message_id": str(uuid.uuid4()),
+            "referral_id": str(REQUEST.referral_id),
+            "offer_id": str(uuid.uuid4()),
+            "decision": "decline",
+        }
+    )
+    event, provider = parse("referral.response.ontrac-employment-resource-services", response)
+    assert provider == "ontrac-employment-resource-services"
+    assert event.referral_id == REQUEST.referral_id
+
+
+@pytest.mark.parametrize(
+    ("subject", "payload", "error"),
+    [
+        ("referral.requested", b"{not json", "not a JSON message"),
+        ("referral.requested", b'{"type": "referral.unknown.v9"}', "Invalid value"),
+        ("referral.requested", VALID.replace(b'"needs":', b'"wants":'), "`needs`"),
+        ("referral.requested", VALID.replace(b'"resume_writing"', b'"juggling"'), "needs[0]"),
+        ("referral.requested", encode(cancel(uuid.uuid4())), "does not belong on"),
+        ("referral.cancel", VALID, "does not belong on"),
+        ("referral.response.Bad_Id", VALID, "not a provider id"),
+        ("referral.response", VALID, "does not belong on"),
+    ],
+)
+def test_parse_names_what_is_wrong(subject: str, payload: bytes, error: str) -> None:
+    with pytest.raises(InvalidMessage) as raised:
+        parse(subject, payload)
+    assert error in str(raised.value)
+
+
+def test_out_of_range_values_are_invalid() -> None:
+    far_north = encode(make_request(location=ClientLocation(lat=45.0, lon=-76.0))).replace(
+        b'"lat":45.0', b'"lat":91.0'
+    )
+    with pytest.raises(InvalidMessage, match=r"client\.location\.lat"):
+        parse("referral.requested", far_north)
+
+
+def test_stream_and_consumer_follow_the_design() -> None:
+    settings = RouterSettings(database_url="postgresql://x", nats_url="nats://x")
+    stream = stream_config(settings)
+    assert stream.subjects == ["referral.>"]
+    assert stream.storage is not None
+    assert stream.storage.value == "file"
+    assert stream.duplicate_window >= 120
+    consumer = consumer_config(settings)
+    assert consumer.durable_name == "router"
+    assert consumer.filter_subjects == [
+        "referral.requested",
+        "referral.response.*",
+        "referral.cancel",
+    ]
+    assert consumer.ack_policy is not None
+    assert consumer.ack_policy.value == "explicit"
+    assert consumer.max_deliver == 200
+    assert consumer.backoff == [2.0, 5.0, 10.0, 30.0, 60.0]
+
+
+def test_nak_delay_walks_the_backoff_and_stays_at_its_end() -> None:
+    settings = RouterSettings(database_url="x", nats_url="x", backoff_s=(1.0, 3.0))
+    assert [nak_delay(settings, n) for n in (1, 2, 3, 50)] == [1.0, 3.0, 3.0, 3.0]
+
+
+def test_settings_from_environment() -> None:
+    env = {"ROUTER_PORT": "9001", "ROUTER_BACKOFF_S": "1, 2.5", "ROUTER_OFFER_TIMEOUT_S": "3"}
+    settings = RouterSettings.from_env("postgresql://db", "nats://n", env)
+    assert settings.port == 9001
+    assert settings.backoff_s == (1.0, 2.5)
+    assert settings.offer_timeout_s == 3.0
+    with pytest.raises(msgspec.ValidationError, match="port"):
+        RouterSettings.from_env("db", "n", {"ROUTER_PORT": "eighty"})
+
+
+def test_exclusion_counts_attribute_each_site_to_its_first_failed_rule() -> None:
+    where = referral_filter(
+        needs=["job_search"], language="fr", max_distance_km=10, already_offered=["a"]
+    )
+    sql, args = exclusions_query(45.0, -76.0, where, within_km=12.0, scan=1000)
+    order = [sql.index(f"'{rule}'") for rule in ("inactive", "not_accepting_or_full", "services")]
+    assert order == sorted(order)
+    assert sql.index("'distance'") < sql.index("'already_offered'")
+    assert "LIMIT $" in sql
+    assert args[-1] == 1000
+
+
+def test_build_request_validates_like_the_wire() -> None:
+    request = build_request(
+        location=ClientLocation(community="Almonte"), needs=["job_search"], language="en"
+    )
+    assert request.client.location.community == "Almonte"
+    with pytest.raises(msgspec.ValidationError, match="needs"):
+        build_request(location=ClientLocation(community="Almonte"), needs=["x"], language="en")
+
+
+def test_describe_says_where_and_why() -> None:
+    offer = msgspec.convert(
+        {
+            "type": "referral.status.v1",
+            "message_id": str(uuid.uuid4()),
+            "referral_id": "0b8e2f4a-6c1d-4f3e-8a7b-9d2c1e0f5a64",
+            "status": "declined",
+            "at": "2026-11-21T15:04:05Z",
+            "attempt": 1,
+            "site_id": "canadian-career-academy-carleton-place",
+            "distance_km": 11.33,
+            "reason": "declined by canadian-career-academy: full",
+        },
+        type=__import__("contracts").ReferralStatusChanged,
+    )
+    line = describe(offer)
+    assert line.startswith("referral 0b8e2f4a  declined")
+    assert "(11.3 km)" in line
+    assert line.endswith("- declined by canadian-career-academy: full")
+    assert answer  # the helper module imports cleanly for the e2e tests
