@@ -36,6 +36,8 @@ from services.router.store import OfferRow, OutboxRow, ReferralRow, RouterStore,
 MAX_RESERVE_TRIES = 5
 #: The referral id of a dead letter whose payload had none.
 NO_REFERRAL = uuid.UUID(int=0)
+#: The longest ``ReferralStatusChanged.reason`` the contract allows (``StatusReason``).
+STATUS_REASON_MAX = 2000
 
 
 class InvalidRequest(Exception):
@@ -94,6 +96,18 @@ async def _emit(
         ctx.outbox.append(row)
 
 
+def _status_reason(reason: str | None) -> str | None:
+    """``reason`` cut to the contract's bound, keeping its start and its end (where a
+    validation error names the field), e.g. for an error that quotes a huge invalid value.
+    """
+    if reason is None or len(reason) <= STATUS_REASON_MAX:
+        return reason
+    gap = " … "
+    head = (STATUS_REASON_MAX - len(gap)) // 2
+    tail = STATUS_REASON_MAX - len(gap) - head
+    return f"{reason[:head]}{gap}{reason[-tail:]}"
+
+
 async def _record(ctx: Context, referral_id: uuid.UUID, entry: Transition) -> None:
     """Store a transition and queue its status event (a refusal is stored, not published)."""
     await ctx.store.add_history(referral_id, entry, ctx.now)
@@ -109,7 +123,8 @@ async def _record(ctx: Context, referral_id: uuid.UUID, entry: Transition) -> No
         provider_id=entry.provider_id,
         site_id=entry.site_id,
         distance_km=None if entry.distance_km is None else round(entry.distance_km, 3),
-        reason=entry.reason,
+        # The history keeps the full text; the dead letter of a rejected request does too.
+        reason=_status_reason(entry.reason),
         explanation=entry.explanation,
     )
     await _emit(ctx, STATUS, status)

@@ -1,4 +1,6 @@
-"""`eo run` (what `make run` starts) as a user sees it: up, seeded, answering, Ctrl-C stops it."""
+"""`eo run` (what `make run` starts) as a user sees it: up, seeded, routing the demo referrals,
+answering the `eo referral` commands, and stopped by Ctrl-C.
+"""
 
 import os
 import shutil
@@ -17,6 +19,8 @@ from services.infra.embedded import free_port
 
 pytestmark = pytest.mark.e2e
 
+EO = Path(sys.executable).parent / "eo"
+
 
 def port_open(port: int) -> bool:
     with socket.socket() as sock:
@@ -24,27 +28,41 @@ def port_open(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_eo_run_serves_the_seeded_directory_until_ctrl_c() -> None:
+def flat(text: str) -> str:
+    return " ".join(text.split())
+
+
+def wait_ready(process: subprocess.Popen[str], url: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        assert process.poll() is None, "eo run exited early"
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"{url} not ready in {seconds} s"
+        time.sleep(0.2)
+
+
+def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
     state = Path(tempfile.mkdtemp(prefix="eo-test-run-"))
-    ports = {"EO_PG_PORT": free_port(), "EO_NATS_PORT": free_port(), "DIRECTORY_PORT": free_port()}
+    ports = {
+        "EO_PG_PORT": free_port(),
+        "EO_NATS_PORT": free_port(),
+        "DIRECTORY_PORT": free_port(),
+        "ROUTER_PORT": free_port(),
+    }
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
     env |= {k: str(v) for k, v in ports.items()} | {"EO_STATE_DIR": str(state)}
-    eo = Path(sys.executable).parent / "eo"
     process = subprocess.Popen(
-        [str(eo), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        [str(EO), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     base = f"http://127.0.0.1:{ports['DIRECTORY_PORT']}"
+    router = f"http://127.0.0.1:{ports['ROUTER_PORT']}"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, process.stdout.read() if process.stdout else ""
-            try:
-                if httpx.get(f"{base}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "eo run did not become ready in 90 s"
-            time.sleep(0.2)
+        wait_ready(process, f"{base}/ready")
+        wait_ready(process, f"{router}/ready")
         response = httpx.get(
             f"{base}/api/v1/sites/nearest",
             params={"community": "Almonte", "service": "resume_writing"},
@@ -53,6 +71,29 @@ def test_eo_run_serves_the_seeded_directory_until_ctrl_c() -> None:
         first = response.json()["results"][0]
         assert first["provider"]["name"] == "Canadian Career Academy"
         assert (state / "admin-token").stat().st_mode & 0o077 == 0
+
+        client_env = env | {"NATS_URL": f"nats://127.0.0.1:{ports['EO_NATS_PORT']}"}
+        send = ["referral", "send", "--community", "Perth", "--need", "job_search", "--wait"]
+        sent = subprocess.run(
+            [str(EO), *send],
+            env=client_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        assert "offered community-employment-services-perth (0.0 km)" in flat(sent.stdout)
+        referral_id = sent.stdout.split("sent referral ", 1)[1].split()[0]
+        shown = subprocess.run(
+            [str(EO), "referral", "show", referral_id],
+            env=client_env | {"ROUTER_URL": router},
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert shown.returncode == 0, shown.stderr
+        assert '"status": "offered"' in shown.stdout
+        time.sleep(4)  # the demo's sample provider answers after a second per step
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
@@ -61,5 +102,10 @@ def test_eo_run_serves_the_seeded_directory_until_ctrl_c() -> None:
     assert f"postgresql://postgres@127.0.0.1:{ports['EO_PG_PORT']}/eo" in output
     assert f"nats://127.0.0.1:{ports['EO_NATS_PORT']}" in output
     assert "JetStream enabled" in output
-    assert not port_open(ports["EO_PG_PORT"])
-    assert not port_open(ports["EO_NATS_PORT"])
+    # The demo's paths: an accept, a decline re-routed, and an unmatched French referral.
+    assert "Paths of the sample referrals:" in output, output
+    assert "declined community-employment-services-perth" in flat(output)
+    assert "accepted ontrac-employment-resource-services-smiths-falls (19.5 km)" in flat(output)
+    assert "unmatched - no suitable site: 3 site(s) excluded (language 3)" in flat(output)
+    for port in ports.values():
+        assert not port_open(port)

@@ -7,6 +7,7 @@ import pytest
 
 from contracts.codec import encode
 from contracts.common import ClientLocation
+from contracts.referrals import ReferralStatusChanged
 from services.client import build_request, describe
 from services.directory.candidates import exclusions_query, referral_filter
 from services.router.settings import RouterSettings
@@ -17,7 +18,7 @@ from services.router.worker import (
     parse,
     stream_config,
 )
-from tests.referrals import answer, cancel, make_request
+from tests.referrals import cancel, make_request
 
 REQUEST = make_request()
 VALID = encode(REQUEST)
@@ -137,10 +138,9 @@ def test_describe_says_where_and_why() -> None:
             "distance_km": 11.33,
             "reason": "declined by canadian-career-academy: full",
         },
-        type=__import__("contracts").ReferralStatusChanged,
+        type=ReferralStatusChanged,
     )
     line = describe(offer)
     assert line.startswith("referral 0b8e2f4a  declined")
     assert "(11.3 km)" in line
     assert line.endswith("- declined by canadian-career-academy: full")
-    assert answer  # the helper module imports cleanly for the e2e tests
