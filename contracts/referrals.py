@@ -299,6 +299,23 @@ class DeadLetter(Message, tag="referral.dead.v1", frozen=True, kw_only=True, omi
         uuid.UUID | None,
         msgspec.Meta(description="Present when it could be read from the payload."),
     ] = None
+    # Added in v1 (additive): a message near NATS's payload limit cannot be re-published whole
+    # once base64-encoded, so ``payload`` then holds only its start.
+    payload_size: (
+        Annotated[int, msgspec.Meta(ge=0, description="Size in bytes of the message as received.")]
+        | None
+    ) = None
+    payload_truncated: Annotated[
+        bool,
+        msgspec.Meta(
+            description="True when payload holds only the first bytes of a message too large "
+            "to re-publish whole; the stream keeps the original at stream_sequence."
+        ),
+    ] = False
+    stream_sequence: (
+        Annotated[int, msgspec.Meta(ge=1, description="The original's sequence in the stream.")]
+        | None
+    ) = None
 
 
 #: What the router consumes; the type of ``contracts.codec.decode_inbound``.

@@ -38,6 +38,9 @@ MAX_RESERVE_TRIES = 5
 NO_REFERRAL = uuid.UUID(int=0)
 #: The longest ``ReferralStatusChanged.reason`` the contract allows (``StatusReason``).
 STATUS_REASON_MAX = 2000
+#: Bytes of an invalid message a dead letter carries: base64 grows it by a third, and the
+#: dead letter must stay under NATS's 1 MiB payload limit. Longer ones are truncated.
+DEAD_PAYLOAD_MAX = 256 * 1024
 
 
 class InvalidRequest(Exception):
@@ -96,15 +99,15 @@ async def _emit(
         ctx.outbox.append(row)
 
 
-def _status_reason(reason: str | None) -> str | None:
-    """``reason`` cut to the contract's bound, keeping its start and its end (where a
-    validation error names the field), e.g. for an error that quotes a huge invalid value.
+def _status_reason(reason: str | None, limit: int = STATUS_REASON_MAX) -> str | None:
+    """``reason`` cut to ``limit``, keeping its start and its end (where a validation error
+    names the field), e.g. for an error that quotes a huge invalid value.
     """
-    if reason is None or len(reason) <= STATUS_REASON_MAX:
+    if reason is None or len(reason) <= limit:
         return reason
     gap = " … "
-    head = (STATUS_REASON_MAX - len(gap)) // 2
-    tail = STATUS_REASON_MAX - len(gap) - head
+    head = (limit - len(gap)) // 2
+    tail = limit - len(gap) - head
     return f"{reason[:head]}{gap}{reason[-tail:]}"
 
 
@@ -419,9 +422,12 @@ async def on_invalid(
         message_id=derive_message_id(referral_id or NO_REFERRAL, "dead", subject, sequence),
         subject=subject,
         received_at=ctx.now,
-        error=error,
-        payload=payload,
+        error=_status_reason(error) or error,
+        payload=payload[:DEAD_PAYLOAD_MAX],
         referral_id=referral_id,
+        payload_size=len(payload),
+        payload_truncated=len(payload) > DEAD_PAYLOAD_MAX,
+        stream_sequence=sequence,
     )
     before = len(ctx.outbox)
     await _emit(ctx, DEAD, dead)
