@@ -89,6 +89,8 @@ class Handled:
     outcome: str
     referral_id: uuid.UUID | None
     reason: str | None = None
+    #: The message itself was unacceptable: terminate it, never redeliver.
+    poison: bool = False
 
 
 async def _emit(
@@ -416,6 +418,13 @@ async def on_invalid(
     """A message the router cannot accept: dead-letter it with the reason and the original
     bytes; an invalid request whose referral id can be read makes that referral ``rejected``.
     """
+    handled = await _dead_letter(subject, payload, error, sequence, ctx)
+    return dataclasses.replace(handled, poison=True)
+
+
+async def _dead_letter(
+    subject: str, payload: bytes, error: str, sequence: int, ctx: Context
+) -> Handled:
     referral_id = peek_referral_id(payload)
     dead = DeadLetter(
         # From the stream sequence: a redelivery of the same message is the same dead letter.

@@ -242,7 +242,9 @@ class Router:
                     ),
                 )
             published = await self._publish(rows)
-            await _settle(msg.ack())
+            # A poison message is terminated: JetStream never redelivers it, and the
+            # MSG_TERMINATED advisory tells operators; its dead letter is committed already.
+            await _settle(msg.term() if handled.poison else msg.ack())
             self.handled += 1
             log.info(
                 "message.handled",

@@ -21,6 +21,7 @@ import msgspec
 import nats
 import pytest
 from litestar.testing import AsyncTestClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts.codec import encode
@@ -298,6 +299,14 @@ async def test_invalid_messages_are_dead_lettered_once_with_the_reason(
     router, observer: Observer, nc, router_settings: RouterSettings
 ) -> None:
     js = nc.jetstream()
+    terminated: list[bytes] = []
+
+    async def on_terminated(msg: Msg) -> None:
+        terminated.append(msg.data)
+
+    # JetStream announces each message a consumer terminated (term, not ack).
+    advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED.{STREAM}.{ROUTER_DURABLE}"
+    await nc.subscribe(advisory, cb=on_terminated)
     valid = make_request()
     first, second = first_bad_batch(), second_bad_batch()
     for bad in first:
@@ -376,6 +385,8 @@ async def test_invalid_messages_are_dead_lettered_once_with_the_reason(
     async with database(router_settings.database_url) as conn:
         statuses = await referral_statuses(conn)
     assert statuses == {"offered": 1, "rejected": sum(bad.rejected for bad in everything)}
+    # Poison messages were terminated, the valid one acked.
+    assert len(terminated) == len(everything)
 
 
 # -- 3. a crash after commit, before publish and ack ----------------------------------------------
