@@ -6,11 +6,12 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test lint unit integration e2e schemas clean help
+.PHONY: run test test-faults lint unit integration e2e schemas clean help
 
 help:
-	@echo "make run     start PostgreSQL, NATS and the directory (embedded unless DATABASE_URL/NATS_URL are set)"
+	@echo "make run     start PostgreSQL, NATS, the directory and the router (embedded unless DATABASE_URL/NATS_URL are set), and route sample referrals"
 	@echo "make test    ruff, mypy --strict and the whole pytest suite"
+	@echo "make test-faults  the fault-injection suite (crashes, restarts, poison, hostile input)"
 	@echo "make schemas regenerate contracts/schemas/*.json from the msgspec contracts"
 	@echo "make clean   remove .venv and the embedded servers' state folder"
 
@@ -30,6 +31,11 @@ lint: $(STAMP)
 
 test: lint
 	$(BIN)/pytest
+
+# The fault-injection suite: crashes, restarts, replicas, poison and hostile input, on real
+# processes (loopback only). Prints its figures; long, so not part of `make test`.
+test-faults: $(STAMP)
+	$(BIN)/pytest -m faults -s tests/faults
 
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit
