@@ -285,8 +285,8 @@ class Router:
                 msgs = await sub.fetch(
                     self.settings.batch_size, timeout=self.settings.fetch_timeout_s
                 )
-            except nats.errors.TimeoutError:
-                continue  # idle
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue  # idle (nats-py raises either, depending on where the wait ends)
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 log.warning("nats.fetch_failed", error=repr(exc))
                 await _sleep(stop, 1.0)
