@@ -66,23 +66,23 @@ async def test_a_crash_around_the_outbox_loses_and_duplicates_nothing(
             finally:
                 await conn.close()
             info = await js.consumer_info(STREAM, ROUTER_DURABLE)
-            return unsent == 0 and info.num_ack_pending == 0 and info.num_pending == 0
+            return bool(unsent == 0 and info.num_ack_pending == 0 and info.num_pending == 0)
 
         deadline = time.monotonic() + 20
         while not await settled():
             assert time.monotonic() < deadline, "the new router did not settle"
             await asyncio.sleep(0.2)
 
-    stored = collections.Counter()
+    stored: collections.Counter[str] = collections.Counter()
     for subject in (REQUESTED, STATUS, offered_subject(CCA)):
         info = await js.stream_info(STREAM, subjects_filter=subject)
         stored.update(info.state.subjects or {})
-    conn = await asyncpg.connect(router_settings.database_url)
+    db = await asyncpg.connect(router_settings.database_url)
     try:
-        offers = await conn.fetchval("SELECT count(*) FROM router.offer")
-        reserved = await conn.fetchval("SELECT sum(reserved) FROM directory.site")
+        offers = await db.fetchval("SELECT count(*) FROM router.offer")
+        reserved = await db.fetchval("SELECT sum(reserved) FROM directory.site")
     finally:
-        await conn.close()
+        await db.close()
     # One request; its received and offered status events; one offer.
     expected = {REQUESTED: 1, STATUS: 2, offered_subject(CCA): 1}
     duplicated = sum(max(stored[s] - n, 0) for s, n in expected.items()) + max(offers - 1, 0)
