@@ -105,7 +105,11 @@ def _status_reason(reason: str | None, limit: int = STATUS_REASON_MAX) -> str | 
     """``reason`` cut to ``limit``, keeping its start and its end (where a validation error
     names the field), e.g. for an error that quotes a huge invalid value.
     """
-    if reason is None or len(reason) <= limit:
+    if reason is None:
+        return None
+    # Error texts may quote the invalid value, NUL included; PostgreSQL text cannot hold it.
+    reason = reason.replace("\x00", "\\u0000")
+    if len(reason) <= limit:
         return reason
     gap = " … "
     head = (limit - len(gap)) // 2
@@ -418,6 +422,7 @@ async def on_invalid(
     """A message the router cannot accept: dead-letter it with the reason and the original
     bytes; an invalid request whose referral id can be read makes that referral ``rejected``.
     """
+    error = error.replace("\x00", "\\u0000")
     handled = await _dead_letter(subject, payload, error, sequence, ctx)
     return dataclasses.replace(handled, poison=True)
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import datetime
 import functools
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -71,6 +72,10 @@ SWEEP_BATCH = 50
 RELAY_BATCH = 500
 
 
+#: A JSON escape of the NUL character (not preceded by another backslash).
+_NUL = re.compile(rb"(?<!\\)\\u0000")
+
+
 class InvalidMessage(Exception):
     """The bytes on the subject are not a message the router accepts."""
 
@@ -81,6 +86,9 @@ def utcnow() -> datetime.datetime:
 
 def parse(subject: str, data: bytes) -> tuple[ReferralEvent, str | None]:
     """The message on ``subject`` and, for a response, the provider the subject names."""
+    if _NUL.search(data):
+        # Valid JSON, but no PostgreSQL text can hold it, and no real value contains it.
+        raise InvalidMessage("invalid message: a string contains the NUL character (\\u0000)")
     try:
         event = decode_inbound(data)
     except msgspec.ValidationError as exc:
@@ -230,11 +238,18 @@ class Router:
                 await _settle(msg.nak(delay=delay))
                 return False, []
             except Exception as exc:  # a bug must not stop the router: retry, then dead-letter
-                log.exception("message.failed", error=repr(exc))
-                if delivered < self.settings.max_deliver - 1:
+                # PostgreSQL class 22 (data exception), or text it cannot encode, is the message's
+                # fault: retrying cannot help, so it is dead-lettered at once.
+                poison = isinstance(exc, asyncpg.DataError | UnicodeError)
+                log.exception("message.failed", error=repr(exc), poison=poison)
+                if not poison and delivered < self.settings.max_deliver - 1:
                     await _settle(msg.nak(delay=nak_delay(self.settings, delivered)))
                     return True, []
-                error = f"gave up after {delivered} deliveries: {exc!r}"
+                error = (
+                    f"cannot be stored: {exc}"
+                    if poison
+                    else f"gave up after {delivered} deliveries: {exc!r}"
+                )
                 handled, rows = await self._in_transaction(
                     conn,
                     lambda ctx: on_invalid(

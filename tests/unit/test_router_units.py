@@ -7,7 +7,7 @@ import pytest
 
 from contracts.codec import encode
 from contracts.common import ClientLocation
-from contracts.referrals import ReferralStatusChanged
+from contracts.referrals import ReferralRequested, ReferralStatusChanged
 from services.client import build_request, describe
 from services.directory.candidates import exclusions_query, referral_filter
 from services.router.settings import RouterSettings
@@ -51,6 +51,7 @@ def test_parse_accepts_each_message_on_its_subject() -> None:
         ("referral.requested", VALID.replace(b'"resume_writing"', b'"juggling"'), "needs[0]"),
         ("referral.requested", encode(cancel(uuid.uuid4())), "does not belong on"),
         ("referral.cancel", VALID, "does not belong on"),
+        ("referral.requested", VALID.replace(b'"Almonte"', b'"Alm\\u0000onte"'), "NUL"),
         ("referral.response.Bad_Id", VALID, "not a provider id"),
         ("referral.response", VALID, "does not belong on"),
     ],
@@ -144,3 +145,10 @@ def test_describe_says_where_and_why() -> None:
     assert line.startswith("referral 0b8e2f4a  declined")
     assert "(11.3 km)" in line
     assert line.endswith("- declined by canadian-career-academy: full")
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
+    text = VALID.replace(b'"Almonte"', b'"Alm\\\\u0000onte"')  # the text is Alm\u0000onte
+    event, _ = parse("referral.requested", text)
+    assert isinstance(event, ReferralRequested)
+    assert event.client.location.community == "Alm\\u0000onte"
