@@ -285,6 +285,9 @@ def asyncapi_document() -> Json:
                 subjects.ROUTER_DURABLE: {
                     "filter_subjects": list(subjects.ROUTER_FILTER_SUBJECTS),
                 },
+                f"{subjects.PROVIDER_DURABLE_PREFIX}-{_PROVIDER_ID}": {
+                    "filter_subjects": [f"{subjects.OFFERED_PREFIX}.{_PROVIDER_ID}"],
+                },
             },
         },
     }

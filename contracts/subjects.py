@@ -13,6 +13,7 @@ __all__ = [
     "DEAD",
     "OFFERED_ALL",
     "OFFERED_PREFIX",
+    "PROVIDER_DURABLE_PREFIX",
     "REQUESTED",
     "RESPONSE_ALL",
     "RESPONSE_PREFIX",
@@ -22,6 +23,7 @@ __all__ = [
     "STREAM",
     "STREAM_SUBJECTS",
     "offered_subject",
+    "provider_durable",
     "provider_id_from_response_subject",
     "response_subject",
 ]
@@ -50,6 +52,9 @@ RESPONSE_ALL = f"{RESPONSE_PREFIX}.*"
 ROUTER_DURABLE = "router"
 #: What that consumer receives; one consumer with several filters needs nats-server 2.10+.
 ROUTER_FILTER_SUBJECTS: tuple[str, ...] = (REQUESTED, RESPONSE_ALL, CANCEL)
+#: Each provider's own durable pull consumer, ``provider-<provider_id>``, filtered on its
+#: ``referral.offered.<provider_id>``: the only consumer its NATS user may read.
+PROVIDER_DURABLE_PREFIX = "provider"
 
 
 def _token(provider_id: str) -> str:
@@ -73,6 +78,11 @@ def offered_subject(provider_id: str) -> str:
 def response_subject(provider_id: str) -> str:
     """Subject a provider answers its offers on; ValueError for a non-slug id."""
     return f"{RESPONSE_PREFIX}.{_token(provider_id)}"
+
+
+def provider_durable(provider_id: str) -> str:
+    """The provider's own JetStream consumer on the stream; ValueError for a non-slug id."""
+    return f"{PROVIDER_DURABLE_PREFIX}-{_token(provider_id)}"
 
 
 def provider_id_from_response_subject(subject: str) -> str:

@@ -5,9 +5,11 @@ commands and the ``make run`` demo share. Everything goes through ``contracts``.
 """
 
 import asyncio
+import contextlib
 import datetime
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 import uuid
@@ -29,7 +31,13 @@ from contracts.referrals import (
     ReferralResponse,
     ReferralStatusChanged,
 )
-from services.infra.settings import DEFAULT_NATS_PORT
+from services.infra.nats_auth import (
+    MissingCredentials,
+    client_connect_options,
+    redact,
+    strip_login,
+)
+from services.infra.settings import DEFAULT_NATS_PORT, InfraSettings
 
 DEFAULT_ROUTER_URL = "http://127.0.0.1:8001"
 
@@ -39,9 +47,26 @@ class ClientError(Exception):
 
 
 def nats_url(env: Mapping[str, str] | None = None) -> str:
-    """NATS_URL, or the embedded server `make run` starts."""
+    """NATS_URL (without its login, if it has one), or the embedded server `make run` starts."""
     env = os.environ if env is None else env
-    return env.get("NATS_URL") or f"nats://127.0.0.1:{env.get('EO_NATS_PORT', DEFAULT_NATS_PORT)}"
+    url = env.get("NATS_URL") or f"nats://127.0.0.1:{env.get('EO_NATS_PORT', DEFAULT_NATS_PORT)}"
+    return strip_login(url)
+
+
+def connect_options(user: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """How to connect as NATS user ``user`` (an OW system, ``provider-<id>``, ``operator``).
+
+    The login comes from NATS_CREDENTIALS_DIR, else from NATS_URL, else from the embedded
+    server's credentials in the state folder (EO_STATE_DIR); see nats_auth.client_connect_options.
+    """
+    settings = InfraSettings.from_env(env)
+    try:
+        return client_connect_options(user, settings)
+    except MissingCredentials as exc:
+        raise ClientError(
+            f"{exc}. Is `make run` running with this EO_STATE_DIR? With a NATS_URL of your own, "
+            "set NATS_CREDENTIALS_DIR to the folder of the users' <user>.json files."
+        ) from exc
 
 
 def router_url(env: Mapping[str, str] | None = None) -> str:
@@ -49,13 +74,45 @@ def router_url(env: Mapping[str, str] | None = None) -> str:
     return env.get("ROUTER_URL") or DEFAULT_ROUTER_URL
 
 
-async def connect(url: str) -> NatsClient:
+async def connect(options: str | Mapping[str, Any], *, name: str = "eo-cli") -> NatsClient:
+    """Connect with ``nats.connect(**options)`` (or to a URL); ClientError says what failed.
+
+    What the server refuses later (a permissions violation) is printed on stderr.
+    """
+    options = {"servers": options} if isinstance(options, str) else dict(options)
+    where = redact(str(options["servers"]))
+    as_user = f" as {options['user']}" if "user" in options else ""
+
+    async def on_error(exc: Exception) -> None:
+        if nc.is_connected:  # a failed connection is reported below, once
+            print(f"eo: NATS{as_user}: {exc}", file=sys.stderr, flush=True)
+
+    nc = NatsClient()
     try:
-        return await nats.connect(url, name="eo-cli", connect_timeout=2, max_reconnect_attempts=0)
+        await nc.connect(
+            **options,
+            name=name,
+            connect_timeout=2,
+            allow_reconnect=False,
+            error_cb=on_error,
+        )
     except (OSError, TimeoutError, nats.errors.Error) as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        if isinstance(exc, nats.errors.AuthorizationError) or "authorization" in str(exc).lower():
+            raise ClientError(
+                f"NATS at {where} refused the login{as_user} ({exc}); are the credentials "
+                "those of this server?"
+            ) from exc
         raise ClientError(
-            f"cannot reach NATS at {url} ({exc!r}); is `make run` running? (or set NATS_URL)"
+            f"cannot reach NATS at {where} ({exc!r}); is `make run` running? (or set NATS_URL)"
         ) from exc
+    return nc
+
+
+async def connect_as(user: str) -> NatsClient:
+    """Connect as NATS user ``user``, its login found as ``connect_options`` says."""
+    return await connect(connect_options(user), name=f"eo-cli ({user})")
 
 
 def build_request(

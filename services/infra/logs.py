@@ -5,14 +5,32 @@ asyncpg) are rendered by the same processors, so every line has one shape.
 """
 
 import logging
+import re
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 import structlog
+
+#: ``scheme://user:password@``: the password part of a URL (a NATS or PostgreSQL login).
+_URL_PASSWORD = re.compile(r"(\b[a-z][a-z0-9+.-]*://[^:@/\s]*):[^@/\s]*@", re.IGNORECASE)
+
+
+def redact_passwords(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Replace the password of every URL in a string value with ``***``."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and "@" in value:
+            event_dict[key] = _URL_PASSWORD.sub(r"\1:***@", value)
+    return event_dict
+
 
 _SHARED: list[structlog.types.Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True),
+    redact_passwords,
 ]
 
 

@@ -19,8 +19,12 @@ DEFAULT_NATS_PORT = 44222
 class InfraSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: Use this PostgreSQL instead of starting one (postgresql://user:pass@host:port/db).
     database_url: str | None = None
-    #: Use this NATS (JetStream enabled) instead of starting one (nats://host:port).
+    #: Use this NATS (JetStream enabled) instead of starting one (nats://host:port, or
+    #: nats://user:password@host:port: the router's login).
     nats_url: str | None = None
+    #: Where the NATS users' credentials are (``<user>.json``) for a server given by NATS_URL;
+    #: the embedded server generates them into ``<state_dir>/credentials``.
+    nats_credentials_dir: Path | None = None
     #: Where embedded servers keep their data; survives restarts.
     state_dir: Path = Path(".state")
     pg_port: int = DEFAULT_PG_PORT
@@ -33,6 +37,7 @@ class InfraSettings(msgspec.Struct, frozen=True, kw_only=True):
         names = {
             "database_url": "DATABASE_URL",
             "nats_url": "NATS_URL",
+            "nats_credentials_dir": "NATS_CREDENTIALS_DIR",
             "state_dir": "EO_STATE_DIR",
             "pg_port": "EO_PG_PORT",
             "nats_port": "EO_NATS_PORT",

@@ -1,0 +1,186 @@
+"""The embedded nats-server runs with the users and permissions of nats_auth, and so does the
+deploy configuration (deploy/nats/), against real nats-server processes on loopback.
+"""
+
+import asyncio
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from services.infra.embedded import EmbeddedNats, free_port
+from services.infra.nats_auth import (
+    DEPLOY_OW_SYSTEMS,
+    OPERATOR_USER,
+    ROUTER_USER,
+    NatsLogin,
+    default_users,
+    load_login,
+    login_options,
+    password_variable,
+    seed_provider_ids,
+    with_login,
+    write_accounts,
+)
+
+pytestmark = pytest.mark.integration
+
+DEPLOY = Path(__file__).parents[2] / "deploy" / "nats"
+NATS_SERVER = Path(sys.executable).parent / "nats-server"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture
+def state() -> Iterator[Path]:
+    folder = Path(tempfile.mkdtemp(prefix="eo-test-nats-users-"))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+async def refused(**options: Any) -> bool:
+    """The server refuses the login (the client is closed either way: no leaked socket)."""
+
+    async def quiet(_: Exception) -> None:
+        pass
+
+    nc = NatsClient()
+    try:
+        await nc.connect(**options, allow_reconnect=False, connect_timeout=2, error_cb=quiet)
+    except nats.errors.Error as exc:
+        return "authorization" in str(exc).lower()
+    finally:
+        await nc.close()
+    return False
+
+
+async def stream_publish(options: dict[str, Any], subject: str) -> int:
+    nc = await nats.connect(**options)
+    try:
+        ack = await nc.jetstream().publish(subject, b"{}", timeout=5)
+        return ack.seq
+    finally:
+        await nc.close()
+
+
+def test_embedded_nats_generates_private_logins_and_keeps_them(state: Path) -> None:
+    broker = EmbeddedNats(state / "nats", port=free_port(), durable=False)
+    broker.start()
+    try:
+        credentials = state / "credentials"
+        expected = {u.name for u in default_users()}
+        assert {f.stem for f in credentials.glob("*.json")} == expected
+        assert {"router", "operator", "ow-lanark", "eo-cli", "eo-demo"} <= expected
+        assert {f"provider-{p}" for p in seed_provider_ids()} <= expected
+        assert mode(credentials) == 0o700
+        assert all(mode(f) == 0o600 for f in credentials.iterdir())
+        assert mode(broker.config_file) == 0o600
+        config = broker.config_file.read_text()
+        assert all(broker.login(u).password in config for u in expected)
+        router_url = broker.url
+        assert router_url.startswith("nats://router:")
+
+        async def check() -> None:
+            assert await refused(servers=broker.address)  # no anonymous access
+            assert await refused(servers=broker.address, user="router", password="wrong")
+            nc = await nats.connect(router_url)
+            js = nc.jetstream()
+            await js.add_stream(name="REFERRALS", subjects=["referral.>"])
+            await nc.close()
+            ow = login_options(
+                "ow-lanark", url=broker.address, credentials_dir=credentials, required=True
+            )
+            assert await stream_publish(ow, "referral.requested") == 1
+
+        asyncio.run(check())
+    finally:
+        broker.stop()
+
+    # A new start (a new process, the same state folder): the same logins work.
+    again = EmbeddedNats(state / "nats", port=broker.port, durable=False)
+    again.start()
+    try:
+        assert again.url == router_url
+        operator = login_options(
+            OPERATOR_USER, url=again.address, credentials_dir=credentials, required=True
+        )
+        assert asyncio.run(stream_publish(operator, "referral.status")) == 2
+    finally:
+        again.stop()
+
+
+def run_server(config: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    command = [str(NATS_SERVER), "-c", str(config), "-a", "127.0.0.1", "-p", str(port)]
+    command += ["-l", str(config.parent / "nats-server.log")]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+
+
+def wait_until_up(port: int, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        assert process.poll() is None, log.read_text() if log.exists() else "no log"
+        with socket.socket() as sock:
+            sock.settimeout(0.2)
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        assert time.monotonic() < deadline, "nats-server did not come up"
+        time.sleep(0.02)
+
+
+@pytest.mark.parametrize("kind", ["generated", "template"])
+def test_the_deploy_configuration_runs(state: Path, kind: str) -> None:
+    """deploy/nats/nats-server.conf with accounts.conf generated, or the template + env."""
+    config = (DEPLOY / "nats-server.conf").read_text()
+    (state / "nats-server.conf").write_text(config.replace("/data/jetstream", str(state / "js")))
+    users = default_users(ow_systems=DEPLOY_OW_SYSTEMS, provider_ids=seed_provider_ids())
+    credentials = state / "credentials"
+    env = {"PATH": os.environ.get("PATH", "")}
+    if kind == "generated":
+        write_accounts(state, users)
+        assert mode(state / "accounts.conf") == 0o600
+    else:
+        shutil.copy(DEPLOY / "accounts.template.conf", state / "accounts.conf")
+        env |= {password_variable(u.name): f"pw-{u.name}-from-env" for u in users}
+        # The logins an operator would hand out, with the same passwords.
+        credentials.mkdir()
+        for user in users:
+            login = NatsLogin(
+                user=user.name, password=f"pw-{user.name}-from-env", inbox_prefix=user.inbox_prefix
+            )
+            (credentials / f"{user.name}.json").write_bytes(msgspec.json.encode(login))
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    process = run_server(state / "nats-server.conf", port, env)
+
+    def as_user(user: str) -> dict[str, Any]:
+        return login_options(user, url=url, credentials_dir=credentials, required=True)
+
+    async def check() -> None:
+        assert await refused(servers=url)  # no anonymous access
+        nc = await nats.connect(with_login(url, load_login(credentials, ROUTER_USER)))
+        await nc.jetstream().add_stream(name="REFERRALS", subjects=["referral.>"])
+        await nc.close()
+        assert await stream_publish(as_user("ow-lanark"), "referral.requested") == 1
+        assert await stream_publish(as_user(OPERATOR_USER), "referral.status") == 2
+
+    try:
+        wait_until_up(port, process, state / "nats-server.log")
+        asyncio.run(check())
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
