@@ -53,11 +53,18 @@ Precision = Literal["street", "postal_code", "town"]
 OriginPrecision = Literal["exact", "postal_code", "fsa", "town"]
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$(?!\n)")]
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
-Text = Annotated[str, msgspec.Meta(max_length=2000)]
+# Free text excludes NUL (U+0000): PostgreSQL text cannot hold it.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+Text = Annotated[str, msgspec.Meta(max_length=2000, pattern=r"^[^\x00]*$")]
 Phone = Annotated[str, msgspec.Meta(pattern=r"^[0-9 ()+.-]{7,30}$(?!\n)")]
-Email = Annotated[str, msgspec.Meta(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$(?!\n)", max_length=200)]
-Url = Annotated[str, msgspec.Meta(pattern=r"^https?://\S+$(?!\n)", max_length=500)]
+# Blanks and control characters spelled out: `\s` means one set in Python (msgspec) and
+# another in ECMA-262 (the JSON Schema and OpenAPI documents), e.g. for U+001C and U+FEFF.
+_BLANK = r"\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+Email = Annotated[
+    str,
+    msgspec.Meta(pattern=rf"^[^@{_BLANK}]+@[^@{_BLANK}]+\.[^@{_BLANK}]+$(?!\n)", max_length=200),
+]
+Url = Annotated[str, msgspec.Meta(pattern=rf"^https?://[^{_BLANK}]+$(?!\n)", max_length=500)]
 Age = Annotated[int, msgspec.Meta(ge=0, le=130)]
 Capacity = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 

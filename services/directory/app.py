@@ -11,13 +11,17 @@ from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import ResponseSpec
 
 from contracts.directory import FieldError, Problem
+from services.directory.auth import PUBLIC, BearerAuth, provide_principal
 from services.directory.controllers import ProviderController, SiteController, search, taxonomy
+from services.directory.edge import before_request
 from services.directory.errors import DirectoryError
 from services.directory.geocode import default_gazetteer
+from services.directory.limits import MAX_BODY_BYTES
+from services.directory.openapi import ClosedStructSchemaPlugin, openapi_config
 from services.directory.placement import make_geocoder
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
@@ -33,11 +37,12 @@ from services.infra.migrations import apply_migrations, pending_migrations
 log = structlog.get_logger("directory")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+NOT_READY = ResponseSpec(dict[str, Any], description="The database is unreachable or migrating")
 
 
 def on_directory_error(_: Request[Any, Any, Any], exc: DirectoryError) -> Response[Problem]:
     errors = [FieldError(field=exc.field, message=exc.message)] if exc.field else []
-    return problem(exc.status, exc.title, exc.message, errors)
+    return problem(exc.status, exc.title, exc.message, errors, headers=exc.headers)
 
 
 async def provide_store(state: State) -> AsyncIterator[DirectoryStore]:
@@ -46,13 +51,13 @@ async def provide_store(state: State) -> AsyncIterator[DirectoryStore]:
         yield DirectoryStore(conn)
 
 
-@get("/health", include_in_schema=True, tags=["operations"])
+@get("/health", tags=["operations"], opt=PUBLIC)
 async def health() -> dict[str, str]:
     """Alive: the process answers."""
     return {"status": "ok"}
 
 
-@get("/ready", tags=["operations"])
+@get("/ready", tags=["operations"], opt=PUBLIC, responses={503: NOT_READY})
 async def ready(state: State) -> Response[dict[str, Any]]:
     """Ready: the database answers and every migration is applied."""
     try:
@@ -84,12 +89,16 @@ def create_app(settings: DirectorySettings) -> Litestar:
         finally:
             await pool.close()
 
+    openapi = openapi_config()
     return Litestar(
         route_handlers=[health, ready, search, taxonomy, ProviderController, SiteController],
         lifespan=[lifespan],
         state=State({"settings": settings, "geocoder": make_geocoder(settings)}),
+        middleware=[DefineMiddleware(BearerAuth, exclude=f"^{openapi.path}")],
+        before_request=before_request,
         dependencies={
             "store": Provide(provide_store),
+            "caller": Provide(provide_principal, sync_to_thread=False),
             "gazetteer": Provide(default_gazetteer, use_cache=True, sync_to_thread=False),
         },
         exception_handlers={
@@ -98,18 +107,8 @@ def create_app(settings: DirectorySettings) -> Litestar:
             HTTPException: on_http_error,
             Exception: unexpected_error_handler("directory"),
         },
-        openapi_config=OpenAPIConfig(
-            title="EO provider directory",
-            version="1.0.0",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "admin": SecurityScheme(
-                        type="http", scheme="bearer", description="the admin token"
-                    )
-                }
-            ),
-        ),
-        request_max_body_size=1_000_000,
+        openapi_config=openapi,
+        plugins=[ClosedStructSchemaPlugin()],
+        request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,
     )

@@ -2,14 +2,15 @@
 
 import asyncio
 import datetime
-from typing import Annotated
+from typing import Annotated, get_args
 
+import msgspec
 from litestar import Controller, delete, get, patch, post, put
 from litestar.datastructures import State
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery, JSONBody, QueryParameter
+from litestar.params import Body, FromQuery, PathParameter, QueryParameter
 
-from contracts.common import AccessibilityCode, Language, ServiceCode
+from contracts.common import AccessibilityCode, Language, ServiceCode, Slug
 from contracts.directory import (
     NearestSites,
     Origin,
@@ -24,7 +25,8 @@ from contracts.directory import (
     SitePatch,
     Taxonomy,
 )
-from services.directory.auth import require_admin
+from services.directory import openapi
+from services.directory.auth import PUBLIC, Principal, require_owner, writers
 from services.directory.candidates import SiteFilter, nearest_sites
 from services.directory.errors import InvalidInput
 from services.directory.geocode import Gazetteer, ResolvedPoint
@@ -33,10 +35,17 @@ from services.directory.store import DirectoryStore
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size (at most 100)")]
 Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
+#: The contracts' slug, so an id in a path or query is checked before any lookup. (Litestar
+#: reads a parameter's constraints from its QueryParameter/PathParameter, not from msgspec.Meta.)
+_SLUG: msgspec.Meta = get_args(Slug)[1]
+_ID = {"pattern": _SLUG.pattern, "max_length": _SLUG.max_length}
+ProviderId = Annotated[str, PathParameter(**_ID, examples=openapi.PROVIDER_ID)]
+SiteId = Annotated[str, PathParameter(**_ID, examples=openapi.SITE_ID)]
+QueryId = Annotated[str | None, QueryParameter(**_ID)]
 Store = NamedDependency[DirectoryStore]
-#: Writes: the admin guard, and the bearer scheme in the OpenAPI document.
-ADMIN_ONLY = [require_admin]
-ADMIN_SECURITY: list[dict[str, list[str]]] = [{"admin": []}]
+Caller = NamedDependency[Principal]
+#: Reads need any valid token (BearerAuth, for every route not marked PUBLIC); writes, this guard.
+WRITERS = [writers]
 
 
 def resolve_origin(
@@ -65,14 +74,16 @@ def resolve_origin(
     return gazetteer.resolve_community(community)
 
 
-@get("/api/v1/sites/nearest", tags=["search"])
+@get("/api/v1/sites/nearest", tags=["search"], opt=PUBLIC, responses=openapi.PUBLIC_READ)
 async def search(
     store: Store,
     gazetteer: NamedDependency[Gazetteer],
     lat: Annotated[float | None, QueryParameter(ge=-90, le=90)] = None,
     lon: Annotated[float | None, QueryParameter(ge=-180, le=180)] = None,
     postal_code: Annotated[str | None, QueryParameter(max_length=10)] = None,
-    community: Annotated[str | None, QueryParameter(min_length=1, max_length=100)] = None,
+    community: Annotated[
+        str | None, QueryParameter(min_length=1, max_length=100, examples=openapi.COMMUNITY)
+    ] = None,
     service: Annotated[list[ServiceCode] | None, QueryParameter(max_items=16)] = None,
     language: FromQuery[Language | None] = None,
     accessibility: Annotated[list[AccessibilityCode] | None, QueryParameter(max_items=6)] = None,
@@ -85,6 +96,8 @@ async def search(
     Filters: every ``service`` offered, the ``language`` of service, every ``accessibility``
     code met, ``accepting`` referrals with a place left, within ``radius_km`` (no radius by
     default). Each result carries its geodesic ``distance_km``.
+
+    Public, like the taxonomy: the public office-finder page searches without a token.
     """
     origin = resolve_origin(gazetteer, lat, lon, postal_code, community)
     where = SiteFilter(
@@ -109,7 +122,7 @@ async def search(
     )
 
 
-@get("/api/v1/taxonomy", tags=["taxonomy"])
+@get("/api/v1/taxonomy", tags=["taxonomy"], opt=PUBLIC, responses=openapi.PUBLIC_READ)
 async def taxonomy(store: Store) -> Taxonomy:
     """Service and accessibility codes with English and French names, and the catchments."""
     return await store.taxonomy()
@@ -119,82 +132,111 @@ class ProviderController(Controller):
     path = "/api/v1/providers"
     tags = ["providers"]
 
-    @get()
+    @get(security=openapi.BEARER, responses=openapi.READ)
     async def list_providers(
         self, store: Store, limit: Limit = 50, offset: Offset = 0
     ) -> ProviderPage:
         return await store.list_providers(limit=limit, offset=offset)
 
-    @get("/{provider_id:str}")
-    async def get_provider(self, store: Store, provider_id: FromPath[str]) -> Provider:
+    @get("/{provider_id:str}", security=openapi.BEARER, responses=openapi.READ_ONE)
+    async def get_provider(self, store: Store, provider_id: ProviderId) -> Provider:
         return await store.get_provider(provider_id)
 
-    @post(guards=ADMIN_ONLY, security=ADMIN_SECURITY)
-    async def create_provider(self, store: Store, data: JSONBody[ProviderCreate]) -> Provider:
+    @post(guards=WRITERS, security=openapi.BEARER, responses=openapi.CREATE)
+    async def create_provider(
+        self,
+        store: Store,
+        caller: Caller,
+        data: Annotated[ProviderCreate, Body(examples=openapi.NEW_PROVIDER)],
+    ) -> Provider:
+        require_owner(caller, data.id, field="$.id")
         return await store.upsert_provider(data, create_only=True)
 
-    @put("/{provider_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    @put("/{provider_id:str}", guards=WRITERS, security=openapi.BEARER, responses=openapi.REPLACE)
     async def replace_provider(
-        self, store: Store, provider_id: FromPath[str], data: JSONBody[ProviderCreate]
+        self,
+        store: Store,
+        provider_id: ProviderId,
+        data: Annotated[ProviderCreate, Body(examples=openapi.SAME_PROVIDER)],
     ) -> Provider:
         if data.id != provider_id:
             raise InvalidInput("the body's id must match the path", field="$.id")
         return await store.upsert_provider(data)
 
-    @patch("/{provider_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    @patch("/{provider_id:str}", guards=WRITERS, security=openapi.BEARER, responses=openapi.PATCH)
     async def patch_provider(
-        self, store: Store, provider_id: FromPath[str], data: JSONBody[ProviderPatch]
+        self,
+        store: Store,
+        provider_id: ProviderId,
+        data: Annotated[ProviderPatch, Body(examples=openapi.PROVIDER_CHANGES)],
     ) -> Provider:
         return await store.patch_provider(provider_id, data)
 
-    @delete("/{provider_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
-    async def delete_provider(self, store: Store, provider_id: FromPath[str]) -> None:
+    @delete("/{provider_id:str}", guards=WRITERS, security=openapi.BEARER, responses=openapi.DELETE)
+    async def delete_provider(self, store: Store, provider_id: ProviderId) -> None:
         await store.delete_provider(provider_id)
 
 
 class SiteController(Controller):
+    """The guard checks the site in the path; each write checks the provider its body names."""
+
     path = "/api/v1/sites"
     tags = ["sites"]
 
-    @get()
+    @get(security=openapi.BEARER, responses=openapi.READ)
     async def list_sites(
-        self,
-        store: Store,
-        provider_id: FromQuery[str | None] = None,
-        limit: Limit = 50,
-        offset: Offset = 0,
+        self, store: Store, provider_id: QueryId = None, limit: Limit = 50, offset: Offset = 0
     ) -> SitePage:
         return await store.list_sites(limit=limit, offset=offset, provider_id=provider_id)
 
-    @get("/{site_id:str}")
-    async def get_site(self, store: Store, site_id: FromPath[str]) -> Site:
+    @get("/{site_id:str}", security=openapi.BEARER, responses=openapi.READ_ONE)
+    async def get_site(self, store: Store, site_id: SiteId) -> Site:
         return await store.get_site(site_id)
 
-    @post(guards=ADMIN_ONLY, security=ADMIN_SECURITY)
-    async def create_site(self, store: Store, state: State, data: JSONBody[SiteCreate]) -> Site:
+    @post(guards=WRITERS, security=openapi.BEARER, responses=openapi.CREATE)
+    async def create_site(
+        self,
+        store: Store,
+        caller: Caller,
+        state: State,
+        data: Annotated[SiteCreate, Body(examples=openapi.NEW_SITE)],
+    ) -> Site:
+        require_owner(caller, data.provider_id, field="$.provider_id")
         placed = await asyncio.to_thread(place_site, data, state.geocoder)
         return await store.upsert_site(placed, verified=datetime.date.today(), create_only=True)
 
-    @put("/{site_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    @put("/{site_id:str}", guards=WRITERS, security=openapi.BEARER, responses=openapi.REPLACE)
     async def replace_site(
-        self, store: Store, state: State, site_id: FromPath[str], data: JSONBody[SiteCreate]
+        self,
+        store: Store,
+        caller: Caller,
+        state: State,
+        site_id: SiteId,
+        data: Annotated[SiteCreate, Body(examples=openapi.SAME_SITE)],
     ) -> Site:
         if data.id != site_id:
             raise InvalidInput("the body's id must match the path", field="$.id")
+        require_owner(caller, data.provider_id, field="$.provider_id")
         placed = await asyncio.to_thread(place_site, data, state.geocoder)
         return await store.upsert_site(placed, verified=datetime.date.today())
 
-    @patch("/{site_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
+    @patch("/{site_id:str}", guards=WRITERS, security=openapi.BEARER, responses=openapi.PATCH)
     async def patch_site(
-        self, store: Store, state: State, site_id: FromPath[str], data: JSONBody[SitePatch]
+        self,
+        store: Store,
+        caller: Caller,
+        state: State,
+        site_id: SiteId,
+        data: Annotated[SitePatch, Body(examples=openapi.SITE_CHANGES)],
     ) -> Site:
         async with store.conn.transaction():
             # Locked, so two concurrent patches cannot undo each other's fields.
             current = await store.get_site(site_id, for_update=True)
             merged = merge_site_patch(current, data)
+            require_owner(caller, merged.provider_id, field="$.provider_id")
             placed = await asyncio.to_thread(place_site, merged, state.geocoder)
             return await store.upsert_site(placed, verified=datetime.date.today())
 
-    @delete("/{site_id:str}", guards=ADMIN_ONLY, security=ADMIN_SECURITY)
-    async def delete_site(self, store: Store, site_id: FromPath[str]) -> None:
+    @delete("/{site_id:str}", guards=WRITERS, security=openapi.BEARER, responses=openapi.DELETE)
+    async def delete_site(self, store: Store, site_id: SiteId) -> None:
         await store.delete_site(site_id)

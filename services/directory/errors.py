@@ -5,17 +5,25 @@
     │   ├── InvalidPostalCode   the text is not a Canadian postal code
     │   ├── UnknownPostalCode   a valid code the offline gazetteer cannot place
     │   └── UnknownCommunity    a place name the gazetteer does not know
-    ├── NotFound                404: no provider/site with that id
+    ├── Unauthenticated         401: no usable bearer token (answered with WWW-Authenticate)
+    │   ├── MissingToken        the request carries no token
+    │   └── InvalidToken        the token is malformed, unknown or revoked
+    ├── Forbidden               403: a valid token without the right to this change
+    ├── NotFound                404: no provider/site/token with that id
     └── Conflict                409: the id is taken, or a row still depends on this one
 
-Every error names the ``field`` it is about (a query parameter or a body path), so a client
-can show the message next to the right input.
+Every error names the ``field`` it is about (a query parameter or a body path) when there is
+one, so a client can show the message next to the right input.
 """
+
+from typing import ClassVar
 
 
 class DirectoryError(Exception):
     status = 500
     title = "Directory error"
+    #: Response headers this error requires (RFC 6750 challenges for 401).
+    headers: ClassVar[dict[str, str]] = {}
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -38,6 +46,26 @@ class UnknownPostalCode(InvalidInput):
 
 class UnknownCommunity(InvalidInput):
     title = "Unknown community"
+
+
+class Unauthenticated(DirectoryError):
+    status = 401
+    title = "Unauthorized"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
+
+
+class MissingToken(Unauthenticated):
+    title = "Bearer token required"
+
+
+class InvalidToken(Unauthenticated):
+    title = "Invalid token"
+    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+
+
+class Forbidden(DirectoryError):
+    status = 403
+    title = "Forbidden"
 
 
 class NotFound(DirectoryError):

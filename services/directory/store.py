@@ -230,6 +230,13 @@ class DirectoryStore:
             raise NotFound(f"no site {site_id!r}", field="id")
         return site_from_row(row)
 
+    async def site_owner(self, site_id: str) -> str | None:
+        """The provider a site belongs to, or None when there is no such site."""
+        owner: str | None = await self.conn.fetchval(
+            "SELECT provider_id FROM directory.site WHERE id = $1", site_id
+        )
+        return owner
+
     async def upsert_site(
         self,
         site: SiteCreate,

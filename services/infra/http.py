@@ -1,6 +1,7 @@
 """HTTP conventions both services share: RFC 9457 problem documents for every error."""
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import structlog
@@ -11,25 +12,34 @@ from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from contracts.directory import FieldError, Problem
 
 PROBLEM_JSON = "application/problem+json"
+_UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(.*)`", re.DOTALL)
 
 
 def problem(
-    status: int, title: str, detail: str | None, errors: list[FieldError]
+    status: int,
+    title: str,
+    detail: str | None,
+    errors: list[FieldError],
+    headers: Mapping[str, str] | None = None,
 ) -> Response[Problem]:
     body = Problem(title=title, status=status, detail=detail, errors=errors)
-    return Response(body, status_code=status, media_type=PROBLEM_JSON)
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
 def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
     # Litestar lists each failure as {"message", "key", "source"}: for a query parameter the
     # key is its name; for the body it is a path inside it ("services[0]"), or "data" for the
-    # body as a whole. Body fields are reported as JSON paths ("$.services[0]", "$").
+    # body as a whole. Body fields are reported as JSON paths ("$.services[0]", "$"), and a
+    # field the body may not carry by its own path ("$.reserved", "$.address.floor").
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         key = str(item.get("key") or "")
+        message = str(item.get("message", ""))
         if item.get("source") == "body":
             key = "$" if key in ("", "data") else f"$.{key}"
-        errors.append(FieldError(field=key or "$", message=str(item.get("message", ""))))
+            if unknown := _UNKNOWN_FIELD.match(message):
+                key = f"{key}.{unknown.group(1)}"
+        errors.append(FieldError(field=key or "$", message=message))
     return problem(422, "Invalid input", exc.detail, errors)
 
 
@@ -38,7 +48,8 @@ def on_http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Pro
     if exc.status_code == 400 and exc.detail.startswith("JSON is malformed"):
         # Litestar reports a body that is not JSON as a plain 400; the field is the body.
         errors.append(FieldError(field="$", message=exc.detail))
-    return problem(exc.status_code, exc.detail, None, errors)
+    # Headers the status requires travel with it (Allow on a 405).
+    return problem(exc.status_code, exc.detail, None, errors, headers=exc.headers)
 
 
 def unexpected_error_handler(

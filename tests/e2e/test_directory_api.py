@@ -184,21 +184,10 @@ async def test_rural_postal_code_without_a_known_point_is_explained(
     assert "rural" in response.json()["detail"].lower()
 
 
-# CRUD and authentication ---------------------------------------------------------------
+# CRUD (authentication and authorization: test_directory_security.py) --------------------
 
 
-async def test_writes_need_the_admin_token(client: AsyncTestClient) -> None:
-    body = {"id": "new-provider", "name": "New Provider"}
-    assert (await client.post("/api/v1/providers", json=body)).status_code == 401
-    wrong = {"Authorization": "Bearer nope"}
-    response = await client.post("/api/v1/providers", json=body, headers=wrong)
-    assert response.status_code == 401
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert (await client.delete(f"/api/v1/providers/{CCA}")).status_code == 401
-    assert (await client.get(f"/api/v1/providers/{CCA}")).status_code == 200
-
-
-async def test_provider_crud(client: AsyncTestClient, admin) -> None:
+async def test_provider_crud(client: AsyncTestClient, admin, staff) -> None:
     body = {"id": "lanark-jobs", "name": "Lanark Jobs", "phone": "613-555-0100"}
     created = await client.post("/api/v1/providers", json=body, headers=admin)
     assert created.status_code == 201
@@ -218,12 +207,12 @@ async def test_provider_crud(client: AsyncTestClient, admin) -> None:
     )
     assert replaced.json()["phone"] is None
 
-    page = (await client.get("/api/v1/providers", params={"limit": 2})).json()
+    page = (await client.get("/api/v1/providers", params={"limit": 2}, headers=staff)).json()
     assert page["total"] == 4
     assert len(page["items"]) == 2
 
     assert (await client.delete("/api/v1/providers/lanark-jobs", headers=admin)).status_code == 204
-    assert (await client.get("/api/v1/providers/lanark-jobs")).status_code == 404
+    assert (await client.get("/api/v1/providers/lanark-jobs", headers=staff)).status_code == 404
 
 
 async def test_provider_with_sites_cannot_be_deleted(client: AsyncTestClient, admin) -> None:
@@ -231,7 +220,7 @@ async def test_provider_with_sites_cannot_be_deleted(client: AsyncTestClient, ad
     assert response.status_code == 409
 
 
-async def test_site_crud_and_server_owned_fields(client: AsyncTestClient, admin) -> None:
+async def test_site_crud_and_server_owned_fields(client: AsyncTestClient, admin, staff) -> None:
     created = await client.post("/api/v1/sites", json=new_site("cca-almonte"), headers=admin)
     assert created.status_code == 201
     site = created.json()
@@ -242,13 +231,14 @@ async def test_site_crud_and_server_owned_fields(client: AsyncTestClient, admin)
     response = await client.post("/api/v1/sites", json=sneaky, headers=admin)
     assert response.status_code == 422
     assert "reserved" in " ".join(e["message"] for e in response.json()["errors"])
-    assert response.json()["errors"][0]["field"] == "$"
+    assert response.json()["errors"][0]["field"] == "$.reserved"
 
-    listed = (await client.get("/api/v1/sites", params={"provider_id": CCA})).json()
+    params = {"provider_id": CCA}
+    listed = (await client.get("/api/v1/sites", params=params, headers=staff)).json()
     assert {s["id"] for s in listed["items"]} == {"cca-almonte", f"{CCA}-carleton-place"}
 
     assert (await client.delete("/api/v1/sites/cca-almonte", headers=admin)).status_code == 204
-    assert (await client.get("/api/v1/sites/cca-almonte")).status_code == 404
+    assert (await client.get("/api/v1/sites/cca-almonte", headers=staff)).status_code == 404
 
 
 async def test_site_without_coordinates_is_placed_offline(client: AsyncTestClient, admin) -> None:
@@ -284,7 +274,8 @@ async def test_moving_a_site_re_places_it(client: AsyncTestClient, admin) -> Non
         ({"lat": 91.0}, "$.lat"),
         ({"id": "Not A Slug"}, "$.id"),
         ({"address": {"city": "Almonte"}}, "$.address"),
-        ({"surprise": True}, "$"),
+        ({"surprise": True}, "$.surprise"),
+        ({"name": "Test\u0000office"}, "$.name"),
     ],
 )
 async def test_bad_site_bodies_name_the_field(
@@ -306,8 +297,8 @@ async def test_malformed_json_is_a_problem(client: AsyncTestClient, admin) -> No
     await problem_fields(response)
 
 
-async def test_unknown_ids_are_404_problems(client: AsyncTestClient) -> None:
-    response = await client.get("/api/v1/sites/nowhere")
+async def test_unknown_ids_are_404_problems(client: AsyncTestClient, staff) -> None:
+    response = await client.get("/api/v1/sites/nowhere", headers=staff)
     assert response.status_code == 404
     assert await problem_fields(response) == ["id"]
 

@@ -1,17 +1,20 @@
 """Pure parts of the directory: settings, placement, patch merging, query building, seed file."""
 
 import datetime
+import hashlib
 
 import msgspec
 import pytest
 
 from contracts.directory import Address, Site, SiteCreate, SitePatch
+from services.directory.auth import Principal
 from services.directory.candidates import SiteFilter, nearest_query
 from services.directory.errors import InvalidInput
 from services.directory.geocode import OfflineGeocoder, default_gazetteer
 from services.directory.placement import merge_site_patch, place_site
 from services.directory.seed import read_seed
 from services.directory.settings import DirectorySettings
+from services.directory.tokens import digest
 from services.infra.settings import InfraSettings
 
 
@@ -128,3 +131,20 @@ def test_seed_offices_sit_at_their_towns_gazetteer_points() -> None:
     assert len(seed.catchments) == 15
     assert len(seed.services) == 16
     assert len(seed.accessibility) == 6
+
+
+def test_who_may_write_whose_records() -> None:
+    admin = Principal(token_id="t1", role="admin")
+    staff = Principal(token_id="t2", role="staff")
+    ontrac = Principal(token_id="t3", role="provider", provider_id="ontrac")
+    assert admin.may_write("ontrac")
+    assert admin.may_write("anyone")
+    assert not staff.may_write("ontrac")
+    assert ontrac.may_write("ontrac")
+    assert not ontrac.may_write("ces")
+
+
+def test_a_token_digest_is_sha256_of_its_whole_text() -> None:
+    token = "tok_0123456789ab.secret"
+    assert digest(token) == hashlib.sha256(token.encode()).digest()
+    assert len(digest(token)) == 32

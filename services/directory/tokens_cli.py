@@ -1,0 +1,136 @@
+"""``eo token``: issue, revoke and list the directory API's tokens, in its database directly."""
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import socket
+import sys
+from collections.abc import Iterator
+
+import asyncpg
+
+from services.directory.app import MIGRATIONS
+from services.directory.errors import DirectoryError
+from services.directory.tokens import ROLES, Token, TokenStore
+from services.infra.embedded import EmbeddedPostgres, running_servers
+from services.infra.migrations import apply_migrations
+from services.infra.settings import InfraSettings
+
+DESCRIPTION = """\
+Tokens for the directory API (Authorization: Bearer <token>). Roles: admin (everything),
+staff (read providers and sites), provider (read; write its own provider record and sites).
+A token is printed once, when issued: only its SHA-256 digest is stored. The bootstrap admin
+token (DIRECTORY_ADMIN_TOKEN or .state/admin-token) is not listed here.
+
+Uses DATABASE_URL; otherwise the embedded PostgreSQL: that of a running `eo run`, or started
+for the command. Applies the directory's pending migrations first, as the directory does.
+"""
+
+
+def add_token_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    token = commands.add_parser(
+        "token",
+        help="issue, revoke or list directory API tokens",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    token.set_defaults(handler=cmd_token)
+
+    issue = actions.add_parser(
+        "issue",
+        help="issue a token and print it (once)",
+        epilog="example:\n  eo token issue --role provider --provider "
+        "ontrac-employment-resource-services --name 'Ontrac intake desk'",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    issue.add_argument("--role", required=True, choices=ROLES)
+    issue.add_argument(
+        "--provider",
+        metavar="PROVIDER_ID",
+        help="the provider a provider token acts for (with --role provider only)",
+    )
+    issue.add_argument("--name", required=True, help="who or what holds it (shown by list)")
+
+    revoke = actions.add_parser("revoke", help="revoke a token from now on")
+    revoke.add_argument("token_id", metavar="TOKEN_ID", help="its id, tok_... (see list)")
+
+    actions.add_parser("list", help="every token: id, role, provider, name, created, revoked")
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    try:
+        with _database(InfraSettings.from_env()) as url:
+            return asyncio.run(_token(args, url))
+    except DirectoryError as exc:
+        print(f"eo token: {exc.message}", file=sys.stderr)
+        return 1
+
+
+@contextlib.contextmanager
+def _database(infra: InfraSettings) -> Iterator[str]:
+    """DATABASE_URL; else the embedded PostgreSQL: a running `eo run`'s, or one started here."""
+    if infra.database_url:
+        yield infra.database_url
+        return
+    postgres = EmbeddedPostgres(infra.state_dir / "postgres", port=infra.pg_port)
+    if _accepts_connections(postgres.host, postgres.port):
+        # `eo run` holds it: use it. Starting it here would stop that server as a stale one.
+        yield postgres.url
+        return
+    with running_servers(infra) as servers:
+        yield servers.database_url
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+async def _token(args: argparse.Namespace, database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await apply_migrations(conn, "directory", MIGRATIONS)
+        tokens = TokenStore(conn)
+        if args.action == "issue":
+            token, text = await tokens.issue(
+                role=args.role, name=args.name, provider_id=args.provider
+            )
+            print(f"issued {token.id}: {_describe(token)}")
+            print(f"token: {text}")
+            print("It is shown this once (only its digest is stored); revoke it with:")
+            print(f"  eo token revoke {token.id}")
+        elif args.action == "revoke":
+            token = await tokens.revoke(args.token_id)
+            print(f"revoked {token.id} at {_when(token.revoked_at)}: {_describe(token)}")
+        else:
+            print(_table(await tokens.list()))
+    finally:
+        await conn.close()
+    return 0
+
+
+def _describe(token: Token) -> str:
+    owner = f" of {token.provider_id}" if token.provider_id else ""
+    return f"{token.role}{owner}, {token.name!r}"
+
+
+def _when(moment: datetime.datetime | None) -> str:
+    return "-" if moment is None else f"{moment:%Y-%m-%d %H:%M:%S %Z}"
+
+
+def _table(tokens: list[Token]) -> str:
+    if not tokens:
+        return "no tokens (issue one with: eo token issue --role ... --name ...)"
+    rows = [("ID", "ROLE", "PROVIDER", "CREATED", "REVOKED", "NAME")]
+    rows += [
+        (t.id, t.role, t.provider_id or "-", _when(t.created_at), _when(t.revoked_at), t.name)
+        for t in tokens
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    lines = []
+    for *cells, name in rows:  # the name, free text, goes last and unpadded
+        lines.append("  ".join([*(c.ljust(w) for c, w in zip(cells, widths, strict=True)), name]))
+    return "\n".join(lines)
