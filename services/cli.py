@@ -14,12 +14,21 @@ import asyncpg
 import msgspec
 import structlog
 import uvloop
+from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from contracts.codec import decode_outbound
 from contracts.common import ClientLocation
 from contracts.referrals import TERMINAL_STATUSES, ReferralStatusChanged
-from contracts.subjects import CANCEL, DEAD, OFFERED_ALL, REQUESTED, STATUS, offered_subject
+from contracts.subjects import (
+    CANCEL,
+    DEAD,
+    OFFERED_ALL,
+    REQUESTED,
+    STATUS,
+    offered_subject,
+    response_subject,
+)
 from services import client
 from services.client import ClientError
 from services.demo import run_demo
@@ -28,9 +37,20 @@ from services.directory.errors import DirectoryError
 from services.directory.geocode import default_gazetteer
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
+from services.directory.tokens_cli import add_token_commands
 from services.infra.embedded import Servers, ServerStartError, running_servers
 from services.infra.logs import configure_logging
 from services.infra.migrations import apply_migrations
+from services.infra.nats_auth import (
+    DEPLOY_OW_SYSTEMS,
+    OPERATOR_USER,
+    accounts_template,
+    default_users,
+    provider_user_name,
+    seed_provider_ids,
+    strip_login,
+    write_accounts,
+)
 from services.infra.serving import Served, serve_all
 from services.infra.settings import InfraSettings
 from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS, create_app as create_router_app
@@ -42,6 +62,9 @@ CONFIGURATION = """\
 configuration (environment variables):
   DATABASE_URL             use this PostgreSQL instead of starting an embedded one
   NATS_URL                 use this NATS (with JetStream) instead of starting an embedded one
+                           (nats://router:<password>@host:port: the router's login)
+  NATS_CREDENTIALS_DIR     folder of the NATS users' logins (<user>.json) for that server, used
+                           by eo referral and the demo (embedded: EO_STATE_DIR/credentials)
   EO_STATE_DIR             where embedded servers keep their data (default .state)
   EO_PG_PORT, EO_NATS_PORT loopback ports of the embedded servers (default 55432, 44222)
   EO_LOG_LEVEL             debug, info (default), warning, error
@@ -77,6 +100,11 @@ def banner(
     base = f"http://{directory.host}:{directory.port}"
     routing = f"http://{router.host}:{router.port}"
     embedded = ", ".join(servers.started) or "none (using DATABASE_URL / NATS_URL)"
+    users = (
+        f"users' logins in {servers.nats_credentials_dir}"
+        if servers.nats_credentials_dir
+        else "logins as NATS_URL gives"
+    )
     return f"""
   EO referrals is up.  Ctrl-C stops everything this command started.
 
@@ -85,7 +113,8 @@ def banner(
   router API      {routing}/api/v1/referrals/<referral_id>   (OpenAPI {routing}/schema)
   watch events    .venv/bin/eo referral watch      send one: .venv/bin/eo referral send --help
   PostgreSQL      {servers.database_url}
-  NATS            {servers.nats_url}   (JetStream enabled)
+  NATS            {strip_login(servers.nats_url)}   (JetStream enabled)
+  NATS users      router, operator, OW systems, one per provider; {users}
   embedded        {embedded}; state in {state_dir.resolve()}
   admin token     {state_dir.resolve() / "admin-token"} (or DIRECTORY_ADMIN_TOKEN)
 """
@@ -100,15 +129,16 @@ async def _wait_ready(*urls: str) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _demo(directory: DirectorySettings, router: RouterSettings) -> None:
+async def _demo(directory: DirectorySettings, router: RouterSettings, servers: Servers) -> None:
     router_base = f"http://{router.host}:{router.port}"
+
+    async def connect(user: str) -> NatsClient:
+        """The demo's parties connect as their own NATS users."""
+        return await client.connect(servers.nats_connect_options(user), name=f"eo-demo ({user})")
+
     try:
         await _wait_ready(f"http://{directory.host}:{directory.port}/ready", f"{router_base}/ready")
-        nc = await client.connect(router.nats_url)
-        try:
-            await run_demo(nc, router_base)
-        finally:
-            await nc.close()
+        await run_demo(connect, router_base, providers=seed_provider_ids())
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # the demo must never take the services down
@@ -127,7 +157,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             Served("directory", create_app(directory), directory.host, directory.port),
             Served("router", create_router_app(router), router.host, router.port),
         ]
-        demo = [] if args.no_demo else [_demo(directory, router)]
+        demo = [] if args.no_demo else [_demo(directory, router, servers)]
         started = uvloop.run(serve_all(apps, also=demo))
     return 0 if started else 1
 
@@ -135,7 +165,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_router(_: argparse.Namespace) -> int:
     with running_servers(InfraSettings.from_env()) as servers:
         router = RouterSettings.from_env(servers.database_url, servers.nats_url)
-        print(f"router: http://{router.host}:{router.port}  NATS {router.nats_url}", flush=True)
+        where = strip_login(router.nats_url)
+        print(f"router: http://{router.host}:{router.port}  NATS {where}", flush=True)
         apps = [Served("router", create_router_app(router), router.host, router.port)]
         started = uvloop.run(serve_all(apps))
     return 0 if started else 1
@@ -157,6 +188,26 @@ async def _migrate_and_seed(database_url: str, seed: bool) -> None:
 def cmd_migrate(args: argparse.Namespace) -> int:
     with running_servers(InfraSettings.from_env()) as servers:
         asyncio.run(_migrate_and_seed(servers.database_url, seed=args.seed))
+    return 0
+
+
+def cmd_nats_config(args: argparse.Namespace) -> int:
+    """The NATS users of a deployment: a template, or accounts.conf with generated passwords."""
+    try:
+        users = default_users(
+            ow_systems=args.ow_system or DEPLOY_OW_SYSTEMS,
+            provider_ids=args.provider or seed_provider_ids(),
+        )
+    except ValueError as exc:
+        print(f"eo: {exc}", file=sys.stderr)
+        return 2
+    if args.out is None:
+        print(accounts_template(users), end="")
+        return 0
+    path = write_accounts(args.out, users)
+    print(f"wrote {path} (for nats-server: include it from nats-server.conf)")
+    print(f"logins (<user>.json, one per party; never commit them): {args.out / 'credentials'}")
+    print("users: " + ", ".join(user.name for user in users))
     return 0
 
 
@@ -196,8 +247,9 @@ async def _send(args: argparse.Namespace) -> int:
         max_distance_km=args.max_distance_km,
         preferred_provider_id=args.preferred_provider,
         exclude_provider_ids=args.exclude_provider,
+        system=args.system,
     )
-    nc = await client.connect(client.nats_url())
+    nc = await client.connect_as(args.system)
     try:
         final = asyncio.Event()
 
@@ -227,6 +279,10 @@ async def _send(args: argparse.Namespace) -> int:
 
 
 async def _respond(args: argparse.Namespace) -> int:
+    try:
+        response_subject(args.provider)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from exc
     offer_id = args.offer
     if offer_id is None:
         view = await client.fetch_referral(client.router_url(), args.referral)
@@ -238,9 +294,9 @@ async def _respond(args: argparse.Namespace) -> int:
         offer_id = uuid.UUID(current["offer_id"])
     decision = "accept" if args.accept else "decline"
     message = client.response(args.referral, offer_id, decision, args.reason)
-    nc = await client.connect(client.nats_url())
+    nc = await client.connect_as(provider_user_name(args.provider))
     try:
-        await client.publish(nc, f"referral.response.{args.provider}", message)
+        await client.publish(nc, response_subject(args.provider), message)
     finally:
         await nc.close()
     print(f"{args.provider} answered {decision} to offer {offer_id} of referral {args.referral}")
@@ -248,7 +304,7 @@ async def _respond(args: argparse.Namespace) -> int:
 
 
 async def _cancel(args: argparse.Namespace) -> int:
-    nc = await client.connect(client.nats_url())
+    nc = await client.connect_as(args.system)
     try:
         await client.publish(nc, CANCEL, client.cancellation(args.referral, args.reason))
     finally:
@@ -258,7 +314,7 @@ async def _cancel(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace) -> int:
-    nc = await client.connect(client.nats_url())
+    nc = await client.connect_as(OPERATOR_USER)  # every provider's offers and the dead letters
 
     async def on_event(msg: Msg) -> None:
         if args.json:
@@ -330,8 +386,31 @@ def parser() -> argparse.ArgumentParser:
     where.add_argument("--community", help="e.g. Almonte")
     geocode.set_defaults(handler=cmd_geocode)
 
+    nats_config = commands.add_parser(
+        "nats-config",
+        help="NATS users and permissions for a deployment (deploy/nats/README.md)",
+        description="Without --out: print the accounts template (passwords from NATS_PASSWORD_"
+        "<USER> environment variables), as in deploy/nats/accounts.template.conf. With --out "
+        "DIR: write DIR/accounts.conf with generated passwords and DIR/credentials/<user>.json "
+        "(reused when present).",
+    )
+    nats_config.add_argument("--out", type=Path, metavar="DIR")
+    nats_config.add_argument(
+        "--ow-system", action="append", metavar="NAME", help="an OW system (repeatable; "
+        "default ow-lanark)",
+    )  # fmt: skip
+    nats_config.add_argument(
+        "--provider", action="append", metavar="PROVIDER_ID",
+        help="a provider (repeatable; default the seed's providers)",
+    )  # fmt: skip
+    nats_config.set_defaults(handler=cmd_nats_config)
+
     add_referral_commands(commands)
+    add_token_commands(commands)
     return root
+
+
+SYSTEM_HELP = "the OW system: source.system of the message and the NATS user (default eo-cli)"
 
 
 def add_referral_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -367,12 +446,16 @@ def add_referral_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     send.add_argument("--preferred-provider", metavar="PROVIDER_ID")
     send.add_argument("--exclude-provider", action="append", metavar="PROVIDER_ID")
     send.add_argument("--client-ref", help="opaque client reference (default: random)")
+    send.add_argument("--system", default="eo-cli", help=SYSTEM_HELP)
     send.add_argument(
         "--wait", action="store_true", help="print status events until offered or final"
     )
     send.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (30)")
 
-    respond = actions.add_parser("respond", help="answer an offer, as a provider would")
+    respond = actions.add_parser(
+        "respond",
+        help="answer an offer, as a provider would (as its NATS user, provider-<PROVIDER_ID>)",
+    )
     respond.add_argument("--provider", required=True, metavar="PROVIDER_ID")
     respond.add_argument("--referral", required=True, type=uuid.UUID, metavar="REFERRAL_ID")
     respond.add_argument(
@@ -387,8 +470,11 @@ def add_referral_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     cancel = actions.add_parser("cancel", help="withdraw a referral, as OW would")
     cancel.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")
     cancel.add_argument("--reason", default="withdrawn by the caseworker")
+    cancel.add_argument("--system", default="eo-cli", help=SYSTEM_HELP)
 
-    watch = actions.add_parser("watch", help="print status events, offers and dead letters")
+    watch = actions.add_parser(
+        "watch", help="print status events, offers and dead letters (as the NATS operator)"
+    )
     watch.add_argument("--provider", metavar="PROVIDER_ID", help="only this provider's offers")
     watch.add_argument("--json", action="store_true", help="one JSON object per line")
 

@@ -8,7 +8,7 @@ test's writes cannot change another's ranking.
 import shutil
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import asyncpg
@@ -20,8 +20,10 @@ from nats.aio.client import Client as NatsClient
 from services.directory.app import MIGRATIONS, create_app
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
+from services.directory.tokens import Role, TokenStore
 from services.infra.embedded import Servers, free_port, running_servers
 from services.infra.migrations import apply_migrations
+from services.infra.nats_auth import OPERATOR_USER
 from services.infra.settings import InfraSettings
 from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS, create_app as create_router_app
 from services.router.settings import RouterSettings
@@ -108,9 +110,48 @@ def admin() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def issue_token(fresh_database_url: str) -> Callable[..., Awaitable[str]]:
+    """Issues a token in the test's database, as ``eo token issue`` does; returns its text."""
+
+    async def issue(role: Role, provider_id: str | None = None, name: str = "test") -> str:
+        conn = await asyncpg.connect(fresh_database_url)
+        try:
+            _, text = await TokenStore(conn).issue(role=role, name=name, provider_id=provider_id)
+        finally:
+            await conn.close()
+        return text
+
+    return issue
+
+
+@pytest.fixture
+async def staff(issue_token: Callable[..., Awaitable[str]]) -> dict[str, str]:
+    """Headers of a staff token: may read providers and sites, not write."""
+    return bearer(await issue_token("staff"))
+
+
+@pytest.fixture
+def provider_token(
+    issue_token: Callable[..., Awaitable[str]],
+) -> Callable[[str], Awaitable[dict[str, str]]]:
+    """Headers of a new token for a provider: ``await provider_token("ontrac-...")``."""
+
+    async def headers(provider_id: str) -> dict[str, str]:
+        return bearer(await issue_token("provider", provider_id))
+
+    return headers
+
+
 @pytest.fixture
 async def nc(servers: Servers) -> AsyncIterator[NatsClient]:
-    connection = await nats.connect(servers.nats_url)
+    """NATS as the operator user: everything in the account (advisories too, which the
+    router's user, ``servers.nats_url``, may not read)."""
+    connection = await nats.connect(**servers.nats_connect_options(OPERATOR_USER))
     try:
         yield connection
     finally:

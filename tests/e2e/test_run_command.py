@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -32,7 +33,7 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def wait_ready(process: subprocess.Popen[str], url: str, seconds: float = 90) -> None:
+def wait_ready(process: subprocess.Popen[Any], url: str, seconds: float = 90) -> None:
     deadline = time.monotonic() + seconds
     while True:
         assert process.poll() is None, "eo run exited early"

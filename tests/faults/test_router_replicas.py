@@ -94,4 +94,5 @@ async def test_replicas_never_overcommit_capacity_one(
     assert len(accepted_per_site) > 3  # the copies took referrals too
     assert figures.lost == 0
     assert figures.duplicated == 0
-    assert all(n > 0 for n in handled), handled  # every replica took part
+    # Replicas competed for the places (which one gets a batch is up to JetStream).
+    assert sum(n > 0 for n in handled) >= 2, handled

@@ -4,6 +4,7 @@ import asyncio
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import nats
@@ -12,6 +13,7 @@ import pytest
 from services.directory.app import MIGRATIONS
 from services.infra.embedded import free_port, running_servers
 from services.infra.migrations import MigrationError, apply_migrations, pending_migrations
+from services.infra.nats_auth import OPERATOR_USER
 from services.infra.settings import InfraSettings
 
 pytestmark = pytest.mark.integration
@@ -27,7 +29,10 @@ async def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -
         recorded = await conn.fetch(
             "SELECT version, name FROM public.schema_migrations WHERE service = 'directory'"
         )
-        assert [(r["version"], r["name"]) for r in recorded] == [(1, "0001_directory.sql")]
+        assert [(r["version"], r["name"]) for r in recorded] == [
+            (1, "0001_directory.sql"),
+            (2, "0002_tokens.sql"),
+        ]
     finally:
         await conn.close()
 
@@ -41,7 +46,7 @@ async def test_concurrent_starts_apply_each_migration_once(servers, tmp_path: Pa
         results = await asyncio.gather(
             *(apply_migrations(c, "directory", MIGRATIONS) for c in conns)
         )
-        assert sorted(len(r) for r in results) == [0, 0, 1]
+        assert sorted(len(r) for r in results) == [0, 0, 2]  # one applies both files
         for c in conns:
             await c.close()
     finally:
@@ -75,36 +80,37 @@ def test_restart_keeps_the_data() -> None:
     state = Path(tempfile.mkdtemp(prefix="eo-test-restart-"))
     settings = InfraSettings(state_dir=state, pg_port=free_port(), nats_port=free_port())
 
-    async def write(database_url: str, nats_url: str) -> None:
+    async def write(database_url: str, nats_options: dict[str, Any]) -> None:
         conn = await asyncpg.connect(database_url)
         await apply_migrations(conn, "directory", MIGRATIONS)
         await conn.execute(
             "INSERT INTO directory.provider (id, name) VALUES ('kept-provider', 'Kept')"
         )
         await conn.close()
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(**nats_options)  # the operator: any subject, any stream
         js = nc.jetstream()
         await js.add_stream(name="KEPT", subjects=["kept.>"])
         await js.publish("kept.one", b"still here")
         await nc.close()
 
-    async def read(database_url: str, nats_url: str) -> tuple[str, bytes]:
+    async def read(database_url: str, nats_options: dict[str, Any]) -> tuple[str, bytes]:
         conn = await asyncpg.connect(database_url)
         name = await conn.fetchval("SELECT name FROM directory.provider WHERE id = 'kept-provider'")
         pending = await pending_migrations(conn, "directory", MIGRATIONS)
         await conn.close()
         assert pending == []
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(**nats_options)
         message = await nc.jetstream().get_last_msg("KEPT", "kept.one")
         await nc.close()
         return name, message.data or b""
 
     try:
         with running_servers(settings) as first:
-            asyncio.run(write(first.database_url, first.nats_url))
+            asyncio.run(write(first.database_url, first.nats_connect_options(OPERATOR_USER)))
         with running_servers(settings) as second:
             assert second.started == ("postgres", "nats")
-            assert asyncio.run(read(second.database_url, second.nats_url)) == (
+            operator = second.nats_connect_options(OPERATOR_USER)
+            assert asyncio.run(read(second.database_url, operator)) == (
                 "Kept",
                 b"still here",
             )
