@@ -30,6 +30,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     duplicate_window_s: float = 300.0
     #: Delays between redeliveries of a message that failed for a transient reason.
     backoff_s: tuple[float, ...] = (2.0, 5.0, 10.0, 30.0, 60.0)
+    #: Referrals handled at once, each on its own connection (one referral's messages always
+    #: in stream order); keep it below pool_max_size.
+    concurrency: int = 8
     #: Candidates fetched per matching round (re-ranked by geodesic distance).
     candidates: int = 5
     pool_min_size: int = 2

@@ -23,7 +23,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StorageType, StreamConfig
 
-from contracts.codec import decode_inbound
+from contracts.codec import decode_inbound, peek_referral_id
 from contracts.referrals import ReferralCancel, ReferralEvent, ReferralRequested, ReferralResponse
 from contracts.subjects import (
     CANCEL,
@@ -271,24 +271,44 @@ class Router:
             return True, [row for row in rows if row.id in published]
 
     async def _handle_batch(self, msgs: Sequence[Msg]) -> bool:
+        """Handle a batch: one referral's messages in stream order, different referrals at once
+        (up to ``concurrency``, each on its own connection); False after a transient failure.
+        """
+        groups: dict[object, list[Msg]] = {}
+        for msg in msgs:
+            # A message whose referral cannot be read is poison; it forms a group of its own.
+            key = peek_referral_id(msg.data) or object()
+            groups.setdefault(key, []).append(msg)
         sent: list[OutboxRow] = []
-        try:
-            async with self.pool.acquire() as conn:
-                for position, msg in enumerate(msgs):
-                    ok, published = await self.handle(conn, msg)
-                    sent.extend(published)
-                    if not ok:  # the database is likely down: the rest would fail the same way
-                        for rest in msgs[position + 1 :]:
+        failed = False
+        slots = asyncio.Semaphore(self.settings.concurrency)
+
+        async def run(group: list[Msg]) -> None:
+            nonlocal failed
+            async with slots:
+                for position, msg in enumerate(group):
+                    if failed:  # the database is likely down: the rest would fail the same way
+                        for rest in group[position:]:
                             await _settle(rest.nak(delay=nak_delay(self.settings, 1)))
-                        return False
-                if sent:
+                        return
+                    try:
+                        async with self.pool.acquire() as conn:
+                            ok, published = await self.handle(conn, msg)
+                    except TRANSIENT as exc:
+                        log.warning("database.unavailable", error=repr(exc))
+                        ok, published = False, []
+                        await _settle(msg.nak(delay=nak_delay(self.settings, 1)))
+                    sent.extend(published)
+                    failed = failed or not ok
+
+        await asyncio.gather(*(run(group) for group in groups.values()))
+        if sent:
+            try:
+                async with self.pool.acquire() as conn:
                     await RouterStore(conn).mark_sent([row.id for row in sent], utcnow())
-        except TRANSIENT as exc:
-            log.warning("database.unavailable", error=repr(exc))
-            for msg in msgs:
-                await _settle(msg.nak(delay=nak_delay(self.settings, 1)))
-            return False
-        return True
+            except TRANSIENT as exc:  # the relay re-publishes them; JetStream drops repeats
+                log.warning("outbox.mark_sent_failed", error=repr(exc))
+        return not failed
 
     async def consume(self, stop: asyncio.Event) -> None:
         """Fetch and handle batches until ``stop`` is set; the current batch is finished first."""
