@@ -6,12 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-faults lint unit integration e2e schemas clean help
+.PHONY: run test test-faults bench lint unit integration e2e schemas clean help
 
 help:
 	@echo "make run     start PostgreSQL, NATS, the directory and the router (embedded unless DATABASE_URL/NATS_URL are set), and route sample referrals"
 	@echo "make test    ruff, mypy --strict and the whole pytest suite"
 	@echo "make test-faults  the fault-injection suite (crashes, restarts, poison, hostile input)"
+	@echo "make bench   benchmarks beside the bare dependencies at 500 / 100,000 / 1,000,000 sites"
 	@echo "make schemas regenerate contracts/schemas/*.json from the msgspec contracts"
 	@echo "make clean   remove .venv and the embedded servers' state folder"
 
@@ -34,6 +35,13 @@ test: lint
 
 # The fault-injection suite: crashes, restarts, replicas, poison and hostile input, on real
 # processes (loopback only). Prints its figures; long, so not part of `make test`.
+# Benchmarks (not tests): router and directory beside the bare dependencies, at 500,
+# 100,000 and 1,000,000 sites; a table on stdout and JSON under bench-results/.
+bench: $(STAMP)
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
+	  (echo "make bench needs wrk (apt-get install wrk)"; exit 1)
+	$(BIN)/python -m tests.benchmarks.run
+
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults -s tests/faults
 

@@ -75,6 +75,7 @@ configuration (environment variables):
   ROUTER_OFFER_TIMEOUT_S   seconds a provider has to answer an offer (default 172800 = 2 days)
   ROUTER_SWEEP_INTERVAL_S  how often expired offers and unsent events are looked for (1)
   ROUTER_BATCH_SIZE        messages fetched from JetStream at once (100)
+  ROUTER_CONCURRENCY       referrals handled at once, each on its own connection (8)
   ROUTER_MAX_DELIVER       deliveries of one message before it is dead-lettered (200)
   ROUTER_BACKOFF_S         redelivery delays, comma-separated (2,5,10,30,60)
   ROUTER_DUPLICATE_WINDOW_S  JetStream de-duplication window of the stream (300)

@@ -1,0 +1,90 @@
+"""`make bench`: the router and the directory search at 500, 100,000 and 1,000,000 sites, each
+beside the same work done by the bare dependencies in the same run. Prints a table and writes
+it, with every figure, to bench-results/bench-<time>.json (ignored by git).
+
+Not a test: nothing here asserts a time. Figures are noisy on 2 shared cores; compare the
+ratios within one run.
+"""
+
+import argparse
+import asyncio
+import datetime
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from services.infra.embedded import free_port, running_servers
+from services.infra.settings import InfraSettings
+from tests.benchmarks.router_bench import bench_router, prepare
+
+RESULTS = Path(__file__).parents[2] / "bench-results"
+SIZES = (500, 100_000, 1_000_000)
+
+
+async def _directory(database_url: str, sites: int, seconds: float) -> dict[str, Any]:
+    try:
+        from tests.benchmarks.directory_bench import bench_directory
+    except ImportError as exc:  # pragma: no cover - while the directory bench is missing
+        return {"error": f"directory benchmark unavailable: {exc}"}
+    return await bench_directory(database_url, sites=sites, seconds=seconds)
+
+
+def row(sites: int, router: dict[str, Any], directory: dict[str, Any]) -> str:
+    def get(source: dict[str, Any], *keys: str) -> str:
+        for key in keys:
+            if key in source:
+                return str(source[key])
+        return "-"
+
+    return (
+        f"| {sites:,} | {get(router, 'router_per_second')} | {get(router, 'floor_per_second')} "
+        f"| {get(router, 'router_vs_floor')} | {get(router, 'router_p99_ms_at_half')} "
+        f"| {get(directory, 'directory_rps')} | {get(directory, 'bare_litestar_rps')} "
+        f"| {get(directory, 'directory_vs_bare_litestar')} "
+        f"| {get(directory, 'directory_p99_ms_at_half')} | {get(directory, 'bare_sql_qps')} "
+        f"| {get(router, 'router_peak_rss_mb')} | {get(directory, 'directory_peak_rss_mb')} |"
+    )
+
+
+HEADER = (
+    "| sites | router ref/s | floor ref/s | router/floor | router p99 ms @½ "
+    "| search req/s | bare litestar req/s | search/bare | search p99 ms @½ | bare SQL q/s "
+    "| router RSS MB | directory RSS MB |\n" + "|---" * 12 + "|"
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--count", type=int, default=3000, help="referrals per router burst")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    state = Path(tempfile.mkdtemp(prefix="eo-bench-state-"))
+    infra = InfraSettings(state_dir=state, pg_port=free_port(), nats_port=free_port())
+    report: dict[str, Any] = {
+        "started": datetime.datetime.now(datetime.UTC).isoformat(),
+        "servers": "embedded, durable (PostgreSQL fsync on; JetStream sync_interval always)",
+        "sizes": {},
+    }
+    rows = []
+    with running_servers(infra, durable=True) as servers:
+        for sites in sizes:
+            print(f"\n== {sites:,} sites ==", flush=True)
+            asyncio.run(prepare(servers, sites))
+            router = asyncio.run(bench_router(servers, count=args.count, seconds=args.seconds))
+            directory = asyncio.run(_directory(servers.database_url, sites, args.seconds))
+            report["sizes"][str(sites)] = {"router": router, "directory": directory}
+            rows.append(row(sites, router, directory))
+    table = HEADER + "\n" + "\n".join(rows)
+    report["table"] = table
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    out = RESULTS / f"bench-{stamp}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"\n{table}\n\nwritten to {out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
