@@ -142,17 +142,17 @@ def exclusions_query(
     arg = _binder(args)
     rules = _conditions(where, arg)
     first_failed = " ".join(f"WHEN NOT ({condition}) THEN '{rule}'" for rule, condition in rules)
-    nearer = ""
+    box = nearer = ""
     if within_km is not None:
-        # Sphere versus ellipsoid: count only sites clearly nearer than the chosen one.
-        nearer = (
-            " WHERE earth_distance(ll_to_earth($1, $2), ll_to_earth(s.lat, s.lon))"
-            f" < {arg(within_km * 1000 / _SPHERE_SLACK)}"
-        )
+        # Sphere versus ellipsoid: count only sites clearly nearer than the chosen one. The
+        # box is an index condition, so the scan reads only that neighbourhood, not `scan` rows.
+        metres = arg(within_km * 1000 / _SPHERE_SLACK)
+        box = f" WHERE earth_box(ll_to_earth($1, $2), {metres}) @> ll_to_earth(s.lat, s.lon)"
+        nearer = f" WHERE earth_distance(ll_to_earth($1, $2), ll_to_earth(s.lat, s.lon)) < {metres}"
     sql = (
         f"SELECT rule, count(*) AS n FROM ("
         f" SELECT CASE {first_failed} END AS rule FROM ("
-        f"  SELECT s.* FROM directory.site s"
+        f"  SELECT s.* FROM directory.site s{box}"
         f"  ORDER BY ll_to_earth(s.lat, s.lon) <-> ll_to_earth($1, $2) LIMIT {arg(scan)}"
         f" ) s JOIN directory.provider p ON p.id = s.provider_id{nearer}"
         f") ranked WHERE rule IS NOT NULL GROUP BY rule"
