@@ -59,17 +59,28 @@ def main() -> None:
     parser.add_argument("--sizes", default=",".join(str(s) for s in SIZES))
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--count", type=int, default=3000, help="referrals per router burst")
+    parser.add_argument(
+        "--no-fsync",
+        action="store_true",
+        help="servers without per-write fsync (PostgreSQL fsync off, JetStream syncs every 2 "
+        "minutes): shows what the disk costs; the default is the durable configuration",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     state = Path(tempfile.mkdtemp(prefix="eo-bench-state-"))
     infra = InfraSettings(state_dir=state, pg_port=free_port(), nats_port=free_port())
     report: dict[str, Any] = {
         "started": datetime.datetime.now(datetime.UTC).isoformat(),
-        "servers": "embedded, durable (PostgreSQL fsync on; JetStream sync_interval always)",
+        "servers": "embedded, "
+        + (
+            "no per-write fsync (PostgreSQL fsync off; JetStream sync_interval 2m)"
+            if args.no_fsync
+            else "durable (PostgreSQL fsync on; JetStream sync_interval always)"
+        ),
         "sizes": {},
     }
     rows = []
-    with running_servers(infra, durable=True) as servers:
+    with running_servers(infra, durable=not args.no_fsync) as servers:
         for sites in sizes:
             print(f"\n== {sites:,} sites ==", flush=True)
             asyncio.run(prepare(servers, sites))
@@ -83,7 +94,7 @@ def main() -> None:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = RESULTS / f"bench-{stamp}.json"
     out.write_text(json.dumps(report, indent=2))
-    print(f"\n{table}\n\nwritten to {out}", flush=True)
+    print(f"\n{report['servers']}\n{table}\n\nwritten to {out}", flush=True)
 
 
 if __name__ == "__main__":
