@@ -45,6 +45,14 @@ def on_directory_error(_: Request[Any, Any, Any], exc: DirectoryError) -> Respon
     return problem(exc.status, exc.title, exc.message, errors, headers=exc.headers)
 
 
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's ``reset``: asyncpg still rolls back a transaction left open when a connection
+    goes back to the pool; the directory sets no session state (no SET, LISTEN, cursors
+    outside a transaction or session advisory locks), so the default reset query
+    (``RESET ALL; UNLISTEN *; ...``, one more round trip per request) has nothing to undo.
+    """
+
+
 async def provide_store(state: State) -> AsyncIterator[DirectoryStore]:
     pool: asyncpg.Pool = state.pool
     async with pool.acquire() as conn:
@@ -77,6 +85,7 @@ def create_app(settings: DirectorySettings) -> Litestar:
             settings.database_url,
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
+            reset=keep_session,
         )
         try:
             async with pool.acquire() as conn:

@@ -76,7 +76,7 @@ def resolve_origin(
 
 @get("/api/v1/sites/nearest", tags=["search"], opt=PUBLIC, responses=openapi.PUBLIC_READ)
 async def search(
-    store: Store,
+    state: State,
     gazetteer: NamedDependency[Gazetteer],
     lat: Annotated[float | None, QueryParameter(ge=-90, le=90)] = None,
     lon: Annotated[float | None, QueryParameter(ge=-180, le=180)] = None,
@@ -107,7 +107,10 @@ async def search(
         accepting=bool(accepting),
         radius_km=radius_km,
     )
-    hits = await nearest_sites(store.conn, origin.lat, origin.lon, where, limit)
+    # The connection is taken here rather than through the ``store`` dependency: with two
+    # dependencies Litestar resolves them in an anyio task group, per request.
+    async with state.pool.acquire() as conn:
+        hits = await nearest_sites(conn, origin.lat, origin.lon, where, limit)
     return NearestSites(
         origin=Origin(
             lat=origin.lat,

@@ -1,6 +1,7 @@
 """All SQL of the directory's CRUD: rows in, contract structs out, asyncpg errors to errors.py."""
 
 import datetime
+import functools
 from typing import Any
 
 import asyncpg
@@ -45,8 +46,22 @@ _SITE_WRITE = (
 _PROVIDER_WRITE = ("name", "alternate_name", "description", "email", "website", "phone", "active")
 
 
+_PROVIDER_FIELDS: tuple[str, ...] = Provider.__struct_fields__
+#: Site fields read from the column of the same name (the others are built in site_from_row).
+_SITE_PLAIN = tuple(
+    name
+    for name in Site.__struct_fields__
+    if name not in ("id", "provider_id", "name", "address", "hours")
+)
+
+
+@functools.cache
+def _provider_columns(prefix: str) -> tuple[tuple[str, str], ...]:
+    return tuple((name, prefix + name) for name in _PROVIDER_FIELDS)
+
+
 def provider_from_row(row: asyncpg.Record, prefix: str = "") -> Provider:
-    return Provider(**{name: row[prefix + name] for name in Provider.__struct_fields__})
+    return Provider(**{name: row[column] for name, column in _provider_columns(prefix)})
 
 
 def site_from_row(row: asyncpg.Record) -> Site:
@@ -63,11 +78,7 @@ def site_from_row(row: asyncpg.Record) -> Site:
             country=row["country"],
         ),
         hours=_hours.decode(row["hours"]),
-        **{
-            name: row[name]
-            for name in Site.__struct_fields__
-            if name not in ("id", "provider_id", "name", "address", "hours")
-        },
+        **{name: row[name] for name in _SITE_PLAIN},
     )
 
 

@@ -30,21 +30,31 @@ async def _directory(database_url: str, sites: int, seconds: float) -> dict[str,
     return await bench_directory(database_url, sites=sites, seconds=seconds)
 
 
-def row(sites: int, router: dict[str, Any], directory: dict[str, Any]) -> str:
-    def get(source: dict[str, Any], *keys: str) -> str:
-        for key in keys:
-            if key in source:
-                return str(source[key])
-        return "-"
+def _dig(source: dict[str, Any], *path: str) -> str:
+    node: Any = source
+    for key in path:
+        if not isinstance(node, dict) or key not in node:
+            return "-"
+        node = node[key]
+    return str(node)
 
-    return (
-        f"| {sites:,} | {get(router, 'router_per_second')} | {get(router, 'floor_per_second')} "
-        f"| {get(router, 'router_vs_floor')} | {get(router, 'router_p99_ms_at_half')} "
-        f"| {get(directory, 'directory_rps')} | {get(directory, 'bare_litestar_rps')} "
-        f"| {get(directory, 'directory_vs_bare_litestar')} "
-        f"| {get(directory, 'directory_p99_ms_at_half')} | {get(directory, 'bare_sql_qps')} "
-        f"| {get(router, 'router_peak_rss_mb')} | {get(directory, 'directory_peak_rss_mb')} |"
-    )
+
+def row(sites: int, router: dict[str, Any], directory: dict[str, Any]) -> str:
+    cells = [
+        f"{sites:,}",
+        _dig(router, "router_per_second"),
+        _dig(router, "floor_per_second"),
+        _dig(router, "router_vs_floor"),
+        _dig(router, "router_p99_ms_at_half"),
+        _dig(directory, "directory", "max", "rps"),
+        _dig(directory, "bare_litestar_asyncpg", "max", "rps"),
+        _dig(directory, "ratios", "directory_vs_bare_litestar_asyncpg"),
+        _dig(directory, "directory", "half", "p99_ms"),
+        _dig(directory, "bare_sql", "one_connection", "qps"),
+        _dig(router, "router_peak_rss_mb"),
+        _dig(directory, "directory_peak_rss_mib"),
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 HEADER = (
