@@ -10,14 +10,11 @@ for operators only; this run sends no invalid message.)
 import asyncio
 import datetime
 import json
-import os
 import re
 import shutil
 import signal
 import subprocess
-import tempfile
 import uuid
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -26,9 +23,8 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.subjects import STREAM
-from services.infra.embedded import free_port
 from services.infra.nats_auth import OPERATOR_USER, load_login, provider_user_name
-from tests.e2e.test_run_command import EO, wait_ready
+from tests.e2e.test_run_command import EO, eo_run_environment, wait_ready
 from tests.referrals import CCA
 
 pytestmark = pytest.mark.e2e
@@ -125,15 +121,7 @@ async def read_stream(url: str, login: Any) -> list[tuple[str, bytes]]:
 
 
 async def test_no_personal_data_leaves_in_events_or_logs() -> None:
-    state = Path(tempfile.mkdtemp(prefix="eo-test-privacy-"))
-    ports = {
-        "EO_PG_PORT": free_port(),
-        "EO_NATS_PORT": free_port(),
-        "DIRECTORY_PORT": free_port(),
-        "ROUTER_PORT": free_port(),
-    }
-    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
-    env |= {k: str(v) for k, v in ports.items()} | {"EO_STATE_DIR": str(state)}
+    state, ports, env = eo_run_environment("eo-test-privacy-")
     log_file = state.parent / f"{state.name}.log"
     with log_file.open("w") as log:
         process = await asyncio.to_thread(

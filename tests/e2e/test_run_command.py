@@ -46,8 +46,9 @@ def wait_ready(process: subprocess.Popen[Any], url: str, seconds: float = 90) ->
         time.sleep(0.2)
 
 
-def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
-    state = Path(tempfile.mkdtemp(prefix="eo-test-run-"))
+def eo_run_environment(prefix: str) -> tuple[Path, dict[str, int], dict[str, str]]:
+    """A state folder, free ports and the environment for an `eo run` of a test's own."""
+    state = Path(tempfile.mkdtemp(prefix=prefix))
     ports = {
         "EO_PG_PORT": free_port(),
         "EO_NATS_PORT": free_port(),
@@ -56,6 +57,11 @@ def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
     }
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "NATS_URL")}
     env |= {k: str(v) for k, v in ports.items()} | {"EO_STATE_DIR": str(state)}
+    return state, ports, env
+
+
+def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
+    state, ports, env = eo_run_environment("eo-test-run-")
     process = subprocess.Popen(
         [str(EO), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
