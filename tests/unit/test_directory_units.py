@@ -5,10 +5,12 @@ import hashlib
 
 import msgspec
 import pytest
+from geopy.distance import geodesic
+from hypothesis import given, settings, strategies as st
 
 from contracts.directory import Address, Site, SiteCreate, SitePatch
 from services.directory.auth import Principal
-from services.directory.candidates import SiteFilter, nearest_query
+from services.directory.candidates import SiteFilter, geodesic_km, nearest_query
 from services.directory.errors import InvalidInput
 from services.directory.geocode import OfflineGeocoder, default_gazetteer
 from services.directory.placement import merge_site_patch, place_site
@@ -148,3 +150,25 @@ def test_a_token_digest_is_sha256_of_its_whole_text() -> None:
     token = "tok_0123456789ab.secret"
     assert digest(token) == hashlib.sha256(token.encode()).digest()
     assert len(digest(token)) == 32
+
+
+latitudes = st.floats(min_value=-90, max_value=90)
+longitudes = st.floats(min_value=-180, max_value=180)
+
+
+@settings(max_examples=2000)
+@given(latitudes, longitudes, latitudes, longitudes)
+def test_geodesic_km_is_geopys_geodesic(lat1, lon1, lat2, lon2):
+    """PROJ's C geodesic gives the distance geopy's ``geodesic`` gives, anywhere on earth
+    (nearly antipodal points included), to within a micrometre."""
+    expected = geodesic((lat1, lon1), (lat2, lon2)).km
+    assert geodesic_km(lat1, lon1, lat2, lon2) == pytest.approx(expected, abs=1e-9)
+
+
+def test_geodesic_km_between_lanark_county_offices():
+    # Carleton Place to Smiths Falls (Canadian Career Academy to Ontrac), by geopy: 27.5 km.
+    carleton_place, smiths_falls = (45.1369, -76.1425), (44.9043, -76.0226)
+    expected = geodesic(carleton_place, smiths_falls).km
+    assert geodesic_km(*carleton_place, *smiths_falls) == pytest.approx(expected, abs=1e-9)
+    assert expected == pytest.approx(27.523, abs=1e-3)
+    assert geodesic_km(*carleton_place, *carleton_place) == 0
