@@ -26,6 +26,7 @@ from services.directory.placement import make_geocoder
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.store import DirectoryStore
+from services.infra.db import keep_session
 from services.infra.http import (
     on_http_error,
     on_validation_error,
@@ -43,14 +44,6 @@ NOT_READY = ResponseSpec(dict[str, Any], description="The database is unreachabl
 def on_directory_error(_: Request[Any, Any, Any], exc: DirectoryError) -> Response[Problem]:
     errors = [FieldError(field=exc.field, message=exc.message)] if exc.field else []
     return problem(exc.status, exc.title, exc.message, errors, headers=exc.headers)
-
-
-async def keep_session(conn: asyncpg.Connection) -> None:
-    """The pool's ``reset``: asyncpg still rolls back a transaction left open when a connection
-    goes back to the pool; the directory sets no session state (no SET, LISTEN, cursors
-    outside a transaction or session advisory locks), so the default reset query
-    (``RESET ALL; UNLISTEN *; ...``, one more round trip per request) has nothing to undo.
-    """
 
 
 async def provide_store(state: State) -> AsyncIterator[DirectoryStore]:

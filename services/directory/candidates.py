@@ -1,11 +1,11 @@
 """Sites near a point, nearest first: the staff search, and the narrow query the router uses.
 
-One SQL statement per combination of filters: the GiST index on ``ll_to_earth(lat, lon)``
-drives a KNN scan (``ORDER BY ... <-> ...``), the filters prune rows as it goes, and LIMIT
-stops it. A radius also becomes an ``earth_box`` index condition, so a small radius bounds the
-scan even when few sites qualify. SQL ranks on earthdistance's sphere; the returned rows are
-measured again on the WGS84 ellipsoid (``geodesic_km``, the distance geopy's ``geodesic``
-gives, computed in C), which is what we report and rank by.
+One SQL statement per combination of filters: the GiST index on ``earth_point`` (the stored
+``ll_to_earth(lat, lon)``) drives a KNN scan (``ORDER BY ... <-> ...``), the filters prune rows
+as it goes, and LIMIT stops it. A radius also becomes an ``earth_box`` index condition, so a
+small radius bounds the scan even when few sites qualify. SQL ranks on earthdistance's sphere;
+the returned rows are measured again on the WGS84 ellipsoid (``geodesic_km``, the distance
+geopy's ``geodesic`` gives, computed in C), which is what we report and rank by.
 """
 
 from collections.abc import Callable, Sequence
@@ -112,8 +112,8 @@ def _conditions(where: SiteFilter, arg: Callable[[Any], str]) -> list[tuple[str,
         rules.append(
             (
                 "distance",
-                f"earth_box({here}, {metres}) @> ll_to_earth(s.lat, s.lon)"
-                f" AND earth_distance({here}, ll_to_earth(s.lat, s.lon)) <= {metres}",
+                f"earth_box({here}, {metres}) @> s.earth_point"
+                f" AND earth_distance({here}, s.earth_point) <= {metres}",
             )
         )
     if where.exclude_providers:
@@ -142,7 +142,7 @@ def nearest_query(lat: float, lon: float, where: SiteFilter, limit: int) -> tupl
     conditions = [condition for _, condition in _conditions(where, arg)]
     sql = (
         f"{_SELECT} WHERE {' AND '.join(conditions)}"
-        f" ORDER BY ll_to_earth(s.lat, s.lon) <-> ll_to_earth($1, $2) LIMIT {arg(limit)}"
+        f" ORDER BY s.earth_point <-> ll_to_earth($1, $2) LIMIT {arg(limit)}"
     )
     return sql, args
 
@@ -163,12 +163,12 @@ def exclusions_query(
         # earth_box index condition here made the planner sort every site in the box: 140 ms
         # in downtown Toronto at 1,000,000 sites; the KNN scan below stops at its LIMIT.)
         metres = arg(within_km * 1000 / _SPHERE_SLACK)
-        nearer = f" WHERE earth_distance(ll_to_earth($1, $2), ll_to_earth(s.lat, s.lon)) < {metres}"
+        nearer = f" WHERE earth_distance(ll_to_earth($1, $2), s.earth_point) < {metres}"
     sql = (
         f"SELECT rule, count(*) AS n FROM ("
         f" SELECT CASE {first_failed} END AS rule FROM ("
         f"  SELECT s.* FROM directory.site s"
-        f"  ORDER BY ll_to_earth(s.lat, s.lon) <-> ll_to_earth($1, $2) LIMIT {arg(scan)}"
+        f"  ORDER BY s.earth_point <-> ll_to_earth($1, $2) LIMIT {arg(scan)}"
         f" ) s JOIN directory.provider p ON p.id = s.provider_id{nearer}"
         f") ranked WHERE rule IS NOT NULL GROUP BY rule"
     )

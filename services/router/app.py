@@ -26,6 +26,7 @@ from nats.aio.client import Client as NatsClient
 from contracts.router import ReferralView
 from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS
 from services.directory.geocode import default_gazetteer
+from services.infra.db import keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations
 from services.router.provider_consumers import ensure_provider_consumers
@@ -108,7 +109,10 @@ def create_app(settings: RouterSettings) -> Litestar:
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         pool = await asyncpg.create_pool(
-            settings.database_url, min_size=settings.pool_min_size, max_size=settings.pool_max_size
+            settings.database_url,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
+            reset=keep_session,
         )
         try:
             if settings.apply_migrations:

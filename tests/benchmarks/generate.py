@@ -139,9 +139,9 @@ async def generate(database_url: str, sites: int, *, seed: int = 2026, quiet: bo
                 )
                 progress.advance(task, len(chunk))
         if not quiet:
-            print("building the GiST index on ll_to_earth(lat, lon) ...", flush=True)
+            print("building the GiST index on earth_point ...", flush=True)
         await conn.execute(
-            "CREATE INDEX site_position_idx ON directory.site USING gist (ll_to_earth(lat, lon));"
+            "CREATE INDEX site_position_idx ON directory.site USING gist (earth_point);"
             " ANALYZE directory.site; ANALYZE directory.provider"
         )
     finally:

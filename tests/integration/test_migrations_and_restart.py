@@ -32,6 +32,7 @@ async def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -
         assert [(r["version"], r["name"]) for r in recorded] == [
             (1, "0001_directory.sql"),
             (2, "0002_tokens.sql"),
+            (3, "0003_earth_point.sql"),
         ]
     finally:
         await conn.close()
@@ -46,7 +47,7 @@ async def test_concurrent_starts_apply_each_migration_once(servers, tmp_path: Pa
         results = await asyncio.gather(
             *(apply_migrations(c, "directory", MIGRATIONS) for c in conns)
         )
-        assert sorted(len(r) for r in results) == [0, 0, 2]  # one applies both files
+        assert sorted(len(r) for r in results) == [0, 0, 3]  # one applies every file
         for c in conns:
             await c.close()
     finally:
