@@ -29,7 +29,6 @@ from services.directory.geocode import default_gazetteer
 from services.infra.db import keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations
-from services.router.provider_consumers import ensure_provider_consumers
 from services.router.settings import RouterSettings
 from services.router.store import RouterStore
 from services.router.worker import Router, ensure_stream_and_consumer
@@ -125,7 +124,6 @@ def create_app(settings: RouterSettings) -> Litestar:
             try:
                 js = nc.jetstream()
                 await ensure_stream_and_consumer(js, settings)
-                await ensure_provider_consumers(js, pool)
                 router = Router(pool, js, settings, default_gazetteer())
                 stop = asyncio.Event()
                 loops = [

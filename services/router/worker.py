@@ -49,6 +49,7 @@ from services.router.handlers import (
     on_response,
     on_timeout,
 )
+from services.router.provider_consumers import ProviderConsumers
 from services.router.settings import RouterSettings
 from services.router.store import OutboxRow, RouterStore
 
@@ -163,6 +164,7 @@ class Router:
         self.js = js
         self.settings = settings
         self.gazetteer = gazetteer
+        self.provider_consumers = ProviderConsumers(js)
         self.handled = 0
 
     # -- one transaction -------------------------------------------------------------------
@@ -183,6 +185,7 @@ class Router:
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> list[int]:
         """Publish outbox rows with their Nats-Msg-Id; the ids of those JetStream stored."""
+        await self.provider_consumers.ensure([row.subject for row in rows])
 
         async def one(row: OutboxRow) -> int:
             headers = {"Nats-Msg-Id": str(row.message_id)}

@@ -204,6 +204,22 @@ def start_router(servers: Servers, port: int, log: Path) -> subprocess.Popen[byt
         return subprocess.Popen([str(EO), "router"], env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
+async def until_ready(port: int, router: subprocess.Popen[bytes], log: Path) -> None:
+    """Wait for the router's /ready (60 s at most): measuring one still starting measures its
+    start, not its routing."""
+    async with httpx.AsyncClient() as http:
+        for _ in range(600):
+            if router.poll() is not None:
+                raise RuntimeError(f"the router exited at start; see {log}")
+            try:
+                if (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"the router was not ready within 60 s; see {log}")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -221,14 +237,7 @@ async def bench_router(
     port = free_port()
     router = start_router(servers, port, log)
     try:
-        async with httpx.AsyncClient() as http:
-            for _ in range(300):
-                try:
-                    if (await http.get(f"http://127.0.0.1:{port}/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                await asyncio.sleep(0.1)
+        await until_ready(port, router, log)
         timer = Timer()
         await nc.subscribe("referral.offered.*", cb=timer.on_result, pending_msgs_limit=10_000_000)
         await nc.subscribe("referral.status", cb=timer.on_result, pending_msgs_limit=10_000_000)

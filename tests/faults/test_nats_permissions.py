@@ -43,7 +43,7 @@ from contracts.subjects import (
     response_subject,
 )
 from services.infra.embedded import Servers
-from services.infra.nats_auth import OPERATOR_USER, provider_user_name, seed_provider_ids
+from services.infra.nats_auth import OPERATOR_USER, provider_user_name
 from services.router.settings import RouterSettings
 from tests.referrals import CCA, CES, Observer, answer, cancel, make_request
 
@@ -237,16 +237,15 @@ async def test_cross_provider_matrix_over_nats(
         return True
 
     try:
-        # -- the router made each provider's consumer at start -----------------------------------
-        for provider_id in seed_provider_ids():
-            info = await operator_js.consumer_info(STREAM, provider_durable(provider_id))
-            matrix.note(
-                "router",
-                f"created consumer {provider_durable(provider_id)} at start",
-                "allowed",
-                info.config.filter_subject == offered_subject(provider_id),
-                f"filter {info.config.filter_subject}",
-            )
+        # -- no offers yet: the router has made no provider consumer --------------------------
+        names = [c.name for c in await operator_js.consumers_info(STREAM)]
+        matrix.note(
+            "router",
+            "no provider consumer before a provider's first offer",
+            "allowed",
+            not any(n.startswith("provider-") for n in names),
+            f"consumers {sorted(names)}",
+        )
 
         # -- logins --------------------------------------------------------------------------
         address = servers.nats_connect_options(OPERATOR_USER)["servers"]
@@ -319,7 +318,15 @@ async def test_cross_provider_matrix_over_nats(
         await until(lambda: len(ow_status.messages) >= 2)
         matrix.note("B", f"receives its offer on {offered_subject(B)}", "allowed", True, "1 offer")
         matrix.note("OW", f"receives {STATUS} events", "allowed", True, "received, offered")
-        pending_b = (await operator_js.consumer_info(STREAM, provider_durable(B))).num_pending
+        info_b = await operator_js.consumer_info(STREAM, provider_durable(B))
+        matrix.note(
+            "router",
+            f"created consumer {provider_durable(B)} before B's first offer",
+            "allowed",
+            info_b.config.filter_subject == offered_subject(B) and info_b.num_pending == 1,
+            f"filter {info_b.config.filter_subject}, {info_b.num_pending} pending",
+        )
+        pending_b = info_b.num_pending
 
         # -- A tries B's subjects, consumer and the stream ----------------------------------------
         stolen_answer = answer(offer, "accept")
