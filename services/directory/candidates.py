@@ -37,6 +37,11 @@ def geodesic_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     return float(_WGS84_KM.inv(lon1, lat1, lon2, lat2)[2])
 
 
+#: The origin as a point on the earth, computed once per query. A scalar subquery is an
+#: InitPlan, evaluated once; a bare ll_to_earth($1, $2) in a prepared statement's generic plan
+#: is evaluated again for every row it is compared with (half a small directory's query time).
+HERE = "(SELECT ll_to_earth($1, $2))"
+
 #: The sphere and the ellipsoid disagree by well under 1 %; widen the SQL radius by that much
 #: and apply the exact radius to the geodesic distance.
 _SPHERE_SLACK = 1.01
@@ -85,7 +90,7 @@ def _conditions(where: SiteFilter, arg: Callable[[Any], str]) -> list[tuple[str,
     lists them, so the candidates query and the exclusion counts share one definition.
     Expects (lat, lon) bound as $1, $2.
     """
-    here = "ll_to_earth($1, $2)"
+    here = HERE
     rules = [("inactive", "s.active AND p.active")]
     if where.accepting:
         rules.append(("not_accepting_or_full", "s.accepting_referrals AND s.reserved < s.capacity"))
@@ -142,7 +147,7 @@ def nearest_query(lat: float, lon: float, where: SiteFilter, limit: int) -> tupl
     conditions = [condition for _, condition in _conditions(where, arg)]
     sql = (
         f"{_SELECT} WHERE {' AND '.join(conditions)}"
-        f" ORDER BY s.earth_point <-> ll_to_earth($1, $2) LIMIT {arg(limit)}"
+        f" ORDER BY s.earth_point <-> {HERE} LIMIT {arg(limit)}"
     )
     return sql, args
 
@@ -163,12 +168,12 @@ def exclusions_query(
         # earth_box index condition here made the planner sort every site in the box: 140 ms
         # in downtown Toronto at 1,000,000 sites; the KNN scan below stops at its LIMIT.)
         metres = arg(within_km * 1000 / _SPHERE_SLACK)
-        nearer = f" WHERE earth_distance(ll_to_earth($1, $2), s.earth_point) < {metres}"
+        nearer = f" WHERE earth_distance({HERE}, s.earth_point) < {metres}"
     sql = (
         f"SELECT rule, count(*) AS n FROM ("
         f" SELECT CASE {first_failed} END AS rule FROM ("
         f"  SELECT s.* FROM directory.site s"
-        f"  ORDER BY s.earth_point <-> ll_to_earth($1, $2) LIMIT {arg(scan)}"
+        f"  ORDER BY s.earth_point <-> {HERE} LIMIT {arg(scan)}"
         f" ) s JOIN directory.provider p ON p.id = s.provider_id{nearer}"
         f") ranked WHERE rule IS NOT NULL GROUP BY rule"
     )

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from contracts.codec import derive_message_id, peek_referral_id
-from contracts.common import ClientLocation
+from contracts.common import ClientLocation, Message
 from contracts.referrals import (
     DeadLetter,
     ReferralCancel,
     ReferralOffered,
     ReferralRequested,
     ReferralResponse,
+    ReferralStatus,
     ReferralStatusChanged,
 )
 from contracts.subjects import DEAD, REQUESTED, STATUS, offered_subject, response_subject
@@ -72,7 +73,12 @@ Locate = Callable[[ClientLocation], ResolvedPoint]
 
 @dataclass
 class Context:
-    """What one transaction's handlers share; collects the outbox rows it wrote."""
+    """What one transaction's handlers share.
+
+    History entries, status changes, outcomes of handled messages and outbox messages are
+    queued here (nothing in the transaction reads them back) and written by ``flush`` in one
+    statement before the commit; ``outbox`` then holds the rows to publish after it.
+    """
 
     store: RouterStore
     directory: Directory
@@ -80,6 +86,25 @@ class Context:
     offer_timeout: datetime.timedelta
     candidates: int = 5
     outbox: list[OutboxRow] = field(default_factory=list)
+    history: list[tuple[uuid.UUID, Transition, datetime.datetime]] = field(default_factory=list)
+    #: Each referral's latest (status, attempt).
+    statuses: dict[uuid.UUID, tuple[ReferralStatus, int]] = field(default_factory=dict)
+    #: Each handled message's (outcome, reason).
+    finished: dict[uuid.UUID, tuple[str, str | None]] = field(default_factory=dict)
+    pending: list[tuple[str, Message]] = field(default_factory=list)
+
+    def finish(self, message_id: uuid.UUID, outcome: str, reason: str | None) -> None:
+        self.finished[message_id] = (outcome, reason)
+
+    async def flush(self) -> None:
+        """Write what the handlers queued (call it inside the transaction, before commit)."""
+        self.outbox += await self.store.write_behind(
+            self.history,
+            [(rid, status, attempt, self.now) for rid, (status, attempt) in self.statuses.items()],
+            [(mid, outcome, reason) for mid, (outcome, reason) in self.finished.items()],
+            self.pending,
+        )
+        self.history, self.statuses, self.finished, self.pending = [], {}, {}, []
 
 
 @dataclass(frozen=True)
@@ -93,12 +118,10 @@ class Handled:
     poison: bool = False
 
 
-async def _emit(
+def _emit(
     ctx: Context, subject: str, message: DeadLetter | ReferralOffered | ReferralStatusChanged
 ) -> None:
-    row = await ctx.store.add_outbox(subject, message)
-    if row is not None:
-        ctx.outbox.append(row)
+    ctx.pending.append((subject, message))
 
 
 def _status_reason(reason: str | None, limit: int = STATUS_REASON_MAX) -> str | None:
@@ -117,12 +140,12 @@ def _status_reason(reason: str | None, limit: int = STATUS_REASON_MAX) -> str | 
     return f"{reason[:head]}{gap}{reason[-tail:]}"
 
 
-async def _record(ctx: Context, referral_id: uuid.UUID, entry: Transition) -> None:
+def _record(ctx: Context, referral_id: uuid.UUID, entry: Transition) -> None:
     """Store a transition and queue its status event (a refusal is stored, not published)."""
-    await ctx.store.add_history(referral_id, entry, ctx.now)
+    ctx.history.append((referral_id, entry, ctx.now))
     if entry.refused:
         return
-    await ctx.store.set_status(referral_id, entry.status, entry.attempt, ctx.now)
+    ctx.statuses[referral_id] = (entry.status, entry.attempt)
     status = ReferralStatusChanged(
         message_id=derive_message_id(referral_id, "status", entry.status, entry.attempt),
         referral_id=referral_id,
@@ -136,7 +159,7 @@ async def _record(ctx: Context, referral_id: uuid.UUID, entry: Transition) -> No
         reason=_status_reason(entry.reason),
         explanation=entry.explanation,
     )
-    await _emit(ctx, STATUS, status)
+    _emit(ctx, STATUS, status)
 
 
 async def _refuse(
@@ -150,7 +173,7 @@ async def _refuse(
         reason=reason,
         message_id=message_id,
     )
-    await _record(ctx, ref.id, entry)
+    _record(ctx, ref.id, entry)
     return Handled("refused", ref.id, reason)
 
 
@@ -217,7 +240,7 @@ async def _offer_next(ctx: Context, ref: ReferralRow, message_id: uuid.UUID | No
         entry = dataclasses.replace(
             step, reason=explanation.text, explanation=explanation, message_id=message_id
         )
-        await _record(ctx, ref.id, entry)
+        _record(ctx, ref.id, entry)
         return Handled("unmatched", ref.id, explanation.text)
 
     attempt = ref.attempt + 1
@@ -243,8 +266,8 @@ async def _offer_next(ctx: Context, ref: ReferralRow, message_id: uuid.UUID | No
         explanation=explanation,
         message_id=message_id,
     )
-    await _record(ctx, ref.id, entry)
-    await _emit(
+    _record(ctx, ref.id, entry)
+    _emit(
         ctx,
         offered_subject(site.provider_id),
         ReferralOffered(
@@ -280,7 +303,7 @@ async def _close_open_offer(
         distance_km=offer.distance_km,
         reason=reason,
     )
-    await _record(ctx, ref.id, entry)
+    _record(ctx, ref.id, entry)
     return dataclasses.replace(ref, status=step.status)
 
 
@@ -305,7 +328,7 @@ async def on_requested(msg: ReferralRequested, *, ctx: Context, locate: Locate) 
     )
     if not created:
         reason = "a referral with this referral_id exists already; the repeat changed nothing"
-        await ctx.store.finish_message(msg.message_id, "duplicate_referral", reason)
+        ctx.finish(msg.message_id, "duplicate_referral", reason)
         return Handled("duplicate_referral", msg.referral_id, reason)
     received = Transition(
         event="receive",
@@ -314,10 +337,10 @@ async def on_requested(msg: ReferralRequested, *, ctx: Context, locate: Locate) 
         reason=f"location resolved from {point.resolved_from} ({point.precision})",
         message_id=msg.message_id,
     )
-    await _record(ctx, msg.referral_id, received)
+    _record(ctx, msg.referral_id, received)
     ref = ReferralRow(msg.referral_id, "received", 0, msg, point.lat, point.lon)
     handled = await _offer_next(ctx, ref, msg.message_id)
-    await ctx.store.finish_message(msg.message_id, handled.outcome, handled.reason)
+    ctx.finish(msg.message_id, handled.outcome, handled.reason)
     return handled
 
 
@@ -327,7 +350,7 @@ async def on_response(msg: ReferralResponse, provider_id: str, *, ctx: Context) 
     if not await ctx.store.claim_message(msg.message_id, msg.referral_id, subject, ctx.now):
         return Handled("duplicate_message", msg.referral_id)
     handled = await _respond(msg, provider_id, ctx)
-    await ctx.store.finish_message(msg.message_id, handled.outcome, handled.reason)
+    ctx.finish(msg.message_id, handled.outcome, handled.reason)
     return handled
 
 
@@ -362,7 +385,7 @@ async def _respond(msg: ReferralResponse, provider_id: str, ctx: Context) -> Han
             reason=msg.reason,
             message_id=msg.message_id,
         )
-        await _record(ctx, ref.id, entry)
+        _record(ctx, ref.id, entry)
         return Handled("accepted", ref.id, offer.site_id)
     why = f"declined by {provider_id}" + (f": {msg.reason}" if msg.reason else "")
     ref = await _close_open_offer(ctx, ref, offer, "declined", "decline", why)
@@ -388,7 +411,7 @@ async def on_cancel(msg: ReferralCancel, *, ctx: Context) -> Handled:
     ):
         return Handled("duplicate_message", msg.referral_id)
     handled = await _cancel(msg, ctx)
-    await ctx.store.finish_message(msg.message_id, handled.outcome, handled.reason)
+    ctx.finish(msg.message_id, handled.outcome, handled.reason)
     return handled
 
 
@@ -412,7 +435,7 @@ async def _cancel(msg: ReferralCancel, ctx: Context) -> Handled:
             distance_km=offer.distance_km,
             reason=f"{reason}; the open offer to {offer.site_id} is withdrawn",
         )
-    await _record(ctx, ref.id, entry)
+    _record(ctx, ref.id, entry)
     return Handled("cancelled", ref.id, entry.reason)
 
 
@@ -444,14 +467,15 @@ async def _dead_letter(
         stream_sequence=sequence,
     )
     before = len(ctx.outbox)
-    await _emit(ctx, DEAD, dead)
+    _emit(ctx, DEAD, dead)
+    await ctx.flush()  # written now: whether it was queued before decides what follows
     if len(ctx.outbox) == before:
         return Handled("duplicate_message", referral_id, error)
     if subject != REQUESTED or referral_id is None:
         return Handled("dead_letter", referral_id, error)
     if await ctx.store.create_rejected(referral_id, ctx.now):
         entry = Transition(event="reject", status="rejected", attempt=0, reason=error)
-        await _record(ctx, referral_id, entry)
+        _record(ctx, referral_id, entry)
         return Handled("rejected", referral_id, error)
     ref = await ctx.store.lock_referral(referral_id)
     assert ref is not None  # it exists: creating it conflicted

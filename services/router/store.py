@@ -119,14 +119,6 @@ class RouterStore:
         )
         return bool(claimed)
 
-    async def finish_message(self, message_id: uuid.UUID, outcome: str, reason: str | None) -> None:
-        await self.conn.execute(
-            "UPDATE router.processed SET outcome = $2, reason = $3 WHERE message_id = $1",
-            message_id,
-            outcome,
-            reason,
-        )
-
     # -- referrals ---------------------------------------------------------------------------
 
     async def create_referral(
@@ -174,17 +166,6 @@ class RouterStore:
             referral_id,
         )
         return None if row is None else _referral(row)
-
-    async def set_status(
-        self, referral_id: uuid.UUID, status: ReferralStatus, attempt: int, now: datetime.datetime
-    ) -> None:
-        await self.conn.execute(
-            "UPDATE router.referral SET status = $2, attempt = $3, updated_at = $4 WHERE id = $1",
-            referral_id,
-            status,
-            attempt,
-            now,
-        )
 
     async def lock_expired(self, now: datetime.datetime, limit: int) -> list[uuid.UUID]:
         """Referrals whose open offer is past its deadline, locked; rows another replica holds
@@ -238,40 +219,50 @@ class RouterStore:
 
     # -- history and outbox ------------------------------------------------------------------
 
-    async def add_history(
-        self, referral_id: uuid.UUID, entry: Transition, now: datetime.datetime
-    ) -> None:
-        await self.conn.execute(
-            "INSERT INTO router.history (referral_id, at, event, status, refused, attempt,"
-            " provider_id, site_id, distance_km, reason, explanation, message_id)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            referral_id,
-            now,
-            entry.event,
-            entry.status,
-            entry.refused,
-            entry.attempt,
-            entry.provider_id,
-            entry.site_id,
-            entry.distance_km,
-            entry.reason,
-            None if entry.explanation is None else encode_json(entry.explanation),
-            entry.message_id,
+    async def write_behind(
+        self,
+        history: Sequence[tuple[uuid.UUID, Transition, datetime.datetime]],
+        statuses: Sequence[tuple[uuid.UUID, ReferralStatus, int, datetime.datetime]],
+        finished: Sequence[tuple[uuid.UUID, str, str | None]],
+        outbox: Sequence[tuple[str, Message]],
+    ) -> list[OutboxRow]:
+        """What a transaction's handlers queued, written in one statement (one round trip
+        instead of one per row): history entries and outbox rows in the order given, each
+        referral's latest status, each handled message's outcome. The outbox rows stored: a
+        message id queued before is skipped.
+        """
+        payloads = [encode(message) for _, message in outbox]
+        rows = await self.conn.fetch(
+            _WRITE_BEHIND,
+            [h[0] for h in history],
+            [h[2] for h in history],
+            [h[1].event for h in history],
+            [h[1].status for h in history],
+            [h[1].refused for h in history],
+            [h[1].attempt for h in history],
+            [h[1].provider_id for h in history],
+            [h[1].site_id for h in history],
+            [h[1].distance_km for h in history],
+            [h[1].reason for h in history],
+            [None if h[1].explanation is None else encode_json(h[1].explanation) for h in history],
+            [h[1].message_id for h in history],
+            [s[0] for s in statuses],
+            [s[1] for s in statuses],
+            [s[2] for s in statuses],
+            [s[3] for s in statuses],
+            [f[0] for f in finished],
+            [f[1] for f in finished],
+            [f[2] for f in finished],
+            [message.message_id for _, message in outbox],
+            [subject for subject, _ in outbox],
+            payloads,
         )
-
-    async def add_outbox(self, subject: str, message: Message) -> OutboxRow | None:
-        """Queue ``message`` for publishing; None when that message id is already queued."""
-        payload = encode(message)
-        row_id = await self.conn.fetchval(
-            "INSERT INTO router.outbox (message_id, subject, payload) VALUES ($1, $2, $3)"
-            " ON CONFLICT (message_id) DO NOTHING RETURNING id",
-            message.message_id,
-            subject,
-            payload,
-        )
-        if row_id is None:
-            return None
-        return OutboxRow(row_id, message.message_id, subject, payload)
+        stored = {row["message_id"]: row["id"] for row in rows}
+        return [
+            OutboxRow(stored[message.message_id], message.message_id, subject, payload)
+            for (subject, message), payload in zip(outbox, payloads, strict=True)
+            if message.message_id in stored
+        ]
 
     async def lock_unsent(self, *, older_than: datetime.datetime, limit: int) -> list[OutboxRow]:
         """Outbox rows nobody has published, oldest first, locked against other relays."""
@@ -350,6 +341,41 @@ class RouterStore:
             offers=offers,
             history=history,
         )
+
+
+#: ``RouterStore.write_behind``: four data-modifying CTEs over unnest()ed arrays, one statement.
+_WRITE_BEHIND = """
+WITH history AS (
+    INSERT INTO router.history (referral_id, at, event, status, refused, attempt, provider_id,
+                                site_id, distance_km, reason, explanation, message_id)
+    SELECT referral_id, at, event, status, refused, attempt, provider_id, site_id, distance_km,
+           reason, explanation::jsonb, message_id
+    FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::boolean[],
+                $6::integer[], $7::text[], $8::text[], $9::double precision[], $10::text[],
+                $11::text[], $12::uuid[]) WITH ORDINALITY
+         AS t(referral_id, at, event, status, refused, attempt, provider_id, site_id,
+              distance_km, reason, explanation, message_id, n)
+    ORDER BY n
+), status AS (
+    UPDATE router.referral r SET status = t.status, attempt = t.attempt, updated_at = t.at
+    FROM unnest($13::uuid[], $14::text[], $15::integer[], $16::timestamptz[])
+         AS t(id, status, attempt, at)
+    WHERE r.id = t.id
+), finished AS (
+    UPDATE router.processed p SET outcome = t.outcome, reason = t.reason
+    FROM unnest($17::uuid[], $18::text[], $19::text[]) AS t(message_id, outcome, reason)
+    WHERE p.message_id = t.message_id
+), outbox AS (
+    INSERT INTO router.outbox (message_id, subject, payload)
+    SELECT message_id, subject, payload
+    FROM unnest($20::uuid[], $21::text[], $22::bytea[]) WITH ORDINALITY
+         AS t(message_id, subject, payload, n)
+    ORDER BY n
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING id, message_id
+)
+SELECT id, message_id FROM outbox
+"""
 
 
 def encode_json(value: msgspec.Struct) -> str:

@@ -181,6 +181,7 @@ class Router:
         )
         async with conn.transaction():
             handled = await work(ctx)
+            await ctx.flush()
         return handled, ctx.outbox
 
     async def _publish(self, rows: Sequence[OutboxRow]) -> list[int]:

@@ -30,6 +30,7 @@ async def request_in_tx(conn: asyncpg.Connection, **kwargs) -> tuple[Handled, Co
         handled = await on_requested(
             make_request(**kwargs), ctx=ctx, locate=default_gazetteer().resolve
         )
+        await ctx.flush()
     return handled, ctx
 
 
@@ -61,11 +62,13 @@ async def test_deadline_passed_counts_as_a_timeout_decline(conn) -> None:
     async with conn.transaction():
         assert await early.store.lock_expired(early.now, 10) == []
         assert (await on_timeout(referral_id, ctx=early)).outcome == "nothing_due"
+        await early.flush()
 
     late = context(conn, NOW + TIMEOUT)
     async with conn.transaction():
         assert await late.store.lock_expired(late.now, 10) == [referral_id]
         handled = await on_timeout(referral_id, ctx=late)
+        await late.flush()
     assert handled.outcome == "offered"
     assert handled.reason is not None
     assert handled.reason.startswith(CES_SITE)

@@ -111,7 +111,7 @@ def test_patch_that_breaks_a_rule_across_fields_is_refused() -> None:
 def test_nearest_query_binds_only_the_filters_given() -> None:
     sql, args = nearest_query(45.0, -76.0, SiteFilter(), 10)
     assert args == [45.0, -76.0, 10]
-    assert "ORDER BY s.earth_point <-> ll_to_earth($1, $2) LIMIT $3" in sql
+    assert "ORDER BY s.earth_point <-> (SELECT ll_to_earth($1, $2)) LIMIT $3" in sql
     where = SiteFilter(services=["job_search"], language="fr", radius_km=10, accepting=True)
     sql, args = nearest_query(45.0, -76.0, where, 5)
     assert "earth_box" in sql
