@@ -6,7 +6,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: run test test-faults bench lint unit integration e2e schemas clean help
+.PHONY: run test test-faults bench lint chromium unit integration e2e schemas clean help
 
 help:
 	@echo "make run     start PostgreSQL, NATS, the directory and the router (embedded unless DATABASE_URL/NATS_URL are set), and route sample referrals"
@@ -30,8 +30,17 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint chromium
 	$(BIN)/pytest
+
+# The office finder's browser tests drive Debian's Chromium (never a downloaded browser):
+# installed with apt when missing and run as root; CHROMIUM=/path/to/chromium uses another.
+chromium:
+	@[ -n "$$CHROMIUM" ] || command -v chromium >/dev/null || \
+	  ([ "$$(id -u)" = 0 ] && apt-get update -qq && \
+	   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
+	  (echo "make test needs Chromium for the office finder tests: apt-get install chromium"; \
+	   exit 1)
 
 # The fault-injection suite: crashes, restarts, replicas, poison and hostile input, on real
 # processes (loopback only). Prints its figures; long, so not part of `make test`.
@@ -51,7 +60,7 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -m integration
 
-e2e: $(STAMP)
+e2e: $(STAMP) chromium
 	$(BIN)/pytest -m e2e
 
 schemas: $(STAMP)

@@ -26,6 +26,7 @@ from contracts.common import (
 from contracts.directory import (
     Address,
     Catchment,
+    Communities,
     FieldError,
     NearestSites,
     OpeningHours,
@@ -81,6 +82,7 @@ __all__ = [
     "Client",
     "ClientLocation",
     "ClientRef",
+    "Communities",
     "Community",
     "DeadLetter",
     "DecidingRule",

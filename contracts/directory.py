@@ -27,6 +27,7 @@ from contracts.common import (
 __all__ = [
     "Address",
     "Catchment",
+    "Communities",
     "FieldError",
     "NearestSites",
     "OpeningHours",
@@ -280,6 +281,13 @@ class Catchment(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     name_en: str
     name_fr: str
+
+
+class Communities(msgspec.Struct, frozen=True, kw_only=True):
+    """Community names the gazetteer knows that start with a prefix (the finder's suggestions)."""
+
+    #: Most populous first.
+    communities: list[str]
 
 
 class Taxonomy(msgspec.Struct, frozen=True, kw_only=True):

@@ -109,6 +109,7 @@ def banner(
     return f"""
   EO referrals is up.  Ctrl-C stops everything this command started.
 
+  office finder   {base}/   (staff look up local offices; English and French)
   directory API   {base}/api/v1/sites/nearest?community=Almonte&service=resume_writing
   OpenAPI         {base}/schema   (health {base}/health, ready {base}/ready)
   router API      {routing}/api/v1/referrals/<referral_id>   (OpenAPI {routing}/schema)

@@ -16,7 +16,13 @@ from litestar.openapi import ResponseSpec
 
 from contracts.directory import FieldError, Problem
 from services.directory.auth import PUBLIC, BearerAuth, provide_principal
-from services.directory.controllers import ProviderController, SiteController, search, taxonomy
+from services.directory.controllers import (
+    ProviderController,
+    SiteController,
+    communities,
+    search,
+    taxonomy,
+)
 from services.directory.edge import before_request
 from services.directory.errors import DirectoryError
 from services.directory.geocode import default_gazetteer
@@ -26,6 +32,7 @@ from services.directory.placement import make_geocoder
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.store import DirectoryStore
+from services.directory.web import office_finder, static_files
 from services.infra.db import keep_session
 from services.infra.http import (
     on_http_error,
@@ -93,7 +100,17 @@ def create_app(settings: DirectorySettings) -> Litestar:
 
     openapi = openapi_config()
     return Litestar(
-        route_handlers=[health, ready, search, taxonomy, ProviderController, SiteController],
+        route_handlers=[
+            health,
+            ready,
+            search,
+            communities,
+            taxonomy,
+            ProviderController,
+            SiteController,
+            office_finder,
+            static_files,
+        ],
         lifespan=[lifespan],
         state=State({"settings": settings, "geocoder": make_geocoder(settings)}),
         middleware=[DefineMiddleware(BearerAuth, exclude=f"^{openapi.path}")],

@@ -12,6 +12,7 @@ from litestar.params import Body, FromQuery, PathParameter, QueryParameter
 
 from contracts.common import AccessibilityCode, Language, ServiceCode, Slug
 from contracts.directory import (
+    Communities,
     NearestSites,
     Origin,
     Provider,
@@ -123,6 +124,18 @@ async def search(
             for hit in hits
         ],
     )
+
+
+@get("/api/v1/communities", tags=["search"], opt=PUBLIC, responses=openapi.PUBLIC_READ)
+async def communities(
+    gazetteer: NamedDependency[Gazetteer],
+    prefix: Annotated[str, QueryParameter(min_length=1, max_length=100)],
+    limit: Annotated[int, QueryParameter(ge=1, le=25)] = 10,
+) -> Communities:
+    """Community names starting with ``prefix`` (accents and case ignored), most populous
+    first: the suggestions of the office finder's community field. Public, like the search.
+    """
+    return Communities(communities=gazetteer.suggest(prefix, limit))
 
 
 @get("/api/v1/taxonomy", tags=["taxonomy"], opt=PUBLIC, responses=openapi.PUBLIC_READ)

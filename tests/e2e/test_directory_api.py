@@ -63,6 +63,42 @@ async def test_community_search_from_the_issue(client: AsyncTestClient) -> None:
     assert "Almonte" in body["origin"]["resolved_from"]
 
 
+async def test_community_suggestions_for_the_office_finder(client: AsyncTestClient) -> None:
+    almo = await client.get("/api/v1/communities", params={"prefix": "almo"})
+    assert almo.status_code == 200
+    assert almo.json()["communities"][0] == "Almonte"
+    # Accents and case do not matter; the most populous come first; limit bounds the list.
+    for prefix in ("Smiths", "smiths"):
+        names = (await client.get("/api/v1/communities", params={"prefix": prefix})).json()
+        assert "Smiths Falls" in names["communities"], names
+    many = (await client.get("/api/v1/communities", params={"prefix": "Ca", "limit": 3})).json()
+    assert len(many["communities"]) == 3
+    assert (await client.get("/api/v1/communities", params={"prefix": "zzqx"})).json() == {
+        "communities": []
+    }
+    bad_queries: list[tuple[dict[str, str | int], str]] = [
+        ({"prefix": ""}, "prefix"),
+        ({"prefix": "a", "limit": 0}, "limit"),
+    ]
+    for bad, field in bad_queries:
+        response = await client.get("/api/v1/communities", params=bad)
+        assert response.status_code == 422
+        assert await problem_fields(response) == [field]
+
+
+async def test_the_office_finder_page_and_its_assets(client: AsyncTestClient) -> None:
+    page = await client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert '<script src="/static/app.js" defer></script>' in page.text
+    for asset, kind in [("/static/app.js", "text/javascript"), ("/static/app.css", "text/css")]:
+        response = await client.get(asset)
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith(kind)
+    assert (await client.get("/static/../app.py")).status_code == 404
+
+
 async def test_athens_gets_ontrac_first(client: AsyncTestClient) -> None:
     body = (await client.get(NEAREST, params={"community": "Athens"})).json()
     assert provider_ids(body) == [ONTRAC, CES, CCA]
