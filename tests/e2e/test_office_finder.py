@@ -361,4 +361,5 @@ async def test_my_location_on_a_phone_and_the_printed_list(finder) -> None:
         assert not await page.is_visible("#search-form")
         assert not await page.is_visible(".directions")
         assert await page.is_visible("#result-list")
+        assert await page.is_visible("#status")  # what the list is: "3 offices found near ..."
         await screenshot(page, "printed-list")

@@ -36,10 +36,18 @@ async def test_replicas_never_overcommit_capacity_one(
 ) -> None:
     conn = await asyncpg.connect(fresh_database_url)
     # 24 sites of capacity 1: the seed's three and seven copies of each, a little apart.
+    columns = ", ".join(
+        row["column_name"]
+        for row in await conn.fetch(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'directory'"
+            " AND table_name = 'site' AND is_generated = 'NEVER' ORDER BY ordinal_position"
+        )
+    )  # every column but the generated earth_point, which follows lat
     await conn.execute(
-        "INSERT INTO directory.site SELECT (jsonb_populate_record(s, jsonb_build_object("
-        " 'id', s.id || '-' || g, 'lat', s.lat + g * 0.002))).*"
-        " FROM directory.site s, generate_series(1, 7) g"
+        f"INSERT INTO directory.site ({columns}) SELECT {columns} FROM ("
+        " SELECT (jsonb_populate_record(s, jsonb_build_object("
+        "  'id', s.id || '-' || g, 'lat', s.lat + g * 0.002))).*"
+        " FROM directory.site s, generate_series(1, 7) g) copies"
     )
     await conn.execute("UPDATE directory.site SET capacity = 1")
     small_batches = {"ROUTER_BATCH_SIZE": "5"}  # spread the work over the replicas
