@@ -35,6 +35,7 @@ from services.demo import run_demo
 from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS, create_app
 from services.directory.errors import DirectoryError
 from services.directory.geocode import default_gazetteer
+from services.directory.hsds.cli import add_hsds_commands
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.tokens_cli import add_token_commands
@@ -409,6 +410,7 @@ def parser() -> argparse.ArgumentParser:
 
     add_referral_commands(commands)
     add_token_commands(commands)
+    add_hsds_commands(commands)
     return root
 
 

@@ -26,6 +26,7 @@ from services.directory.controllers import (
 from services.directory.edge import before_request
 from services.directory.errors import DirectoryError
 from services.directory.geocode import default_gazetteer
+from services.directory.hsds.api import hsds_router
 from services.directory.limits import MAX_BODY_BYTES
 from services.directory.openapi import ClosedStructSchemaPlugin, openapi_config
 from services.directory.placement import make_geocoder
@@ -108,6 +109,7 @@ def create_app(settings: DirectorySettings) -> Litestar:
             taxonomy,
             ProviderController,
             SiteController,
+            hsds_router,
             office_finder,
             static_files,
         ],

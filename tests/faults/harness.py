@@ -249,8 +249,10 @@ async def _stream_messages(js: JetStreamContext, subject: str) -> list[Any]:
     try:
         while True:
             try:
-                msgs = await sub.fetch(1000, timeout=1.0)
-            except nats.errors.TimeoutError:
+                msgs = await sub.fetch(1000, timeout=2.0)
+            except (nats.errors.TimeoutError, TimeoutError):
+                # Nothing left. (nats-py raises the bare TimeoutError when its no-wait probe
+                # found no messages but answered so late that no time was left to wait.)
                 break
             found.extend(decode_outbound(m.data) for m in msgs)
     finally:

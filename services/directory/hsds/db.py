@@ -1,0 +1,101 @@
+"""SQL of the HSDS import and export: the whole directory read in id order, a plan written."""
+
+from collections.abc import Callable
+
+import msgspec
+
+from contracts.directory import Provider, Site, Taxonomy
+from services.directory.hsds import mapping as m
+from services.directory.hsds.importer import Known, Plan, PlannedSite
+from services.directory.store import (
+    PROVIDER_COLUMNS,
+    SITE_COLUMNS,
+    DirectoryStore,
+    provider_from_row,
+    site_from_row,
+)
+from services.infra.db import Connection
+
+Progress = Callable[[str, int, int], None]
+_encode = msgspec.json.Encoder().encode
+CHUNK = 500
+
+#: Writable site columns; ``reserved`` is server-owned and never written by an import, and
+#: ``last_verified`` keeps its stored value when the file says nothing.
+_SITE_COLUMNS = (
+    "id", "provider_id", "name", "address_1", "address_2", "city", "province", "postal_code",
+    "country", "lat", "lon", "coord_precision", "coord_source", "phone", "email", "website",
+    "hours", "services", "languages", "accessibility", "eligibility", "min_age", "max_age",
+    "catchment_id", "capacity", "accepting_referrals", "active", "last_verified",
+)  # fmt: skip
+_UPSERT_SITE = (
+    f"INSERT INTO directory.site ({', '.join(_SITE_COLUMNS)}) VALUES"
+    f" ({', '.join(f'${n}' for n in range(1, len(_SITE_COLUMNS) + 1))})"
+    " ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(
+        f"{name} = EXCLUDED.{name}" for name in _SITE_COLUMNS if name not in ("id", "last_verified")
+    )
+    + ", last_verified = COALESCE(EXCLUDED.last_verified, directory.site.last_verified),"
+    " updated_at = now()"
+)
+
+
+async def read_directory(conn: Connection) -> tuple[list[Provider], list[Site], Taxonomy]:
+    """Every provider and site, by id, and the vocabulary: what an export publishes."""
+    providers = await conn.fetch(f"SELECT {PROVIDER_COLUMNS} FROM directory.provider ORDER BY id")
+    sites = await conn.fetch(f"SELECT {SITE_COLUMNS} FROM directory.site ORDER BY id")
+    vocabulary = await DirectoryStore(conn).taxonomy()
+    return (
+        [provider_from_row(row) for row in providers],
+        [site_from_row(row) for row in sites],
+        vocabulary,
+    )
+
+
+async def known(conn: Connection) -> Known:
+    """The providers (by HSDS id) and catchments imported records may refer to."""
+    providers = await conn.fetch("SELECT id FROM directory.provider")
+    catchments = await conn.fetch("SELECT id FROM directory.catchment")
+    return Known(
+        providers={m.organization_id(row["id"]): row["id"] for row in providers},
+        catchments=frozenset(row["id"] for row in catchments),
+    )
+
+
+def _site_values(planned: PlannedSite) -> tuple[object, ...]:
+    site, address = planned.site, planned.site.address
+    return (
+        site.id, site.provider_id, site.name, address.address_1, address.address_2,
+        address.city, address.province, address.postal_code, address.country, site.lat,
+        site.lon, site.coord_precision, site.coord_source, site.phone, site.email, site.website,
+        _encode(site.hours).decode(), list(site.services), list(site.languages),
+        list(site.accessibility), list(site.eligibility), site.min_age, site.max_age,
+        site.catchment_id, site.capacity, site.accepting_referrals, site.active,
+        planned.last_verified,
+    )  # fmt: skip
+
+
+async def write_plan(conn: Connection, plan: Plan, progress: Progress | None = None) -> None:
+    """Upsert everything ``plan`` holds, vocabulary first; the caller owns the transaction."""
+    store = DirectoryStore(conn)
+    total = len(plan.terms) + len(plan.catchments) + len(plan.providers) + len(plan.sites)
+    done = 0
+
+    def advance(step: int) -> None:
+        nonlocal done
+        done += step
+        if progress is not None:
+            progress("write", done, total)
+
+    for term in plan.terms:
+        await store.upsert_term(term)
+    for catchment in plan.catchments:
+        await store.upsert_catchment(catchment)
+    advance(len(plan.terms) + len(plan.catchments))
+    for provider in plan.providers:
+        await store.upsert_provider(provider)
+    advance(len(plan.providers))
+    for start in range(0, len(plan.sites), CHUNK):
+        chunk = plan.sites[start : start + CHUNK]
+        await conn.executemany(_UPSERT_SITE, [_site_values(planned) for planned in chunk])
+        advance(len(chunk))
