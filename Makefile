@@ -11,8 +11,8 @@ STAMP  := $(VENV)/.installed-stamp
 help:
 	@echo "make run     start PostgreSQL, NATS, the directory and the router (embedded unless DATABASE_URL/NATS_URL are set), and route sample referrals"
 	@echo "make test    ruff, mypy --strict and the whole pytest suite"
-	@echo "make test-faults  the fault-injection suite (crashes, restarts, poison, hostile input)"
-	@echo "make bench   benchmarks beside the bare dependencies at 500 / 100,000 / 1,000,000 sites"
+	@echo "make test-faults  the fault-injection suite (crashes, restarts, scale-out on a NATS cluster, poison, hostile input)"
+	@echo "make bench   benchmarks beside the bare dependencies at 500 / 100,000 / 1,000,000 sites, and 1 / 2 / 3 routers on a 3-node NATS cluster"
 	@echo "make schemas regenerate contracts/schemas/*.json from the msgspec contracts"
 	@echo "make clean   remove .venv and the embedded servers' state folder"
 
@@ -45,7 +45,8 @@ chromium:
 # The fault-injection suite: crashes, restarts, replicas, poison and hostile input, on real
 # processes (loopback only). Prints its figures; long, so not part of `make test`.
 # Benchmarks (not tests): router and directory beside the bare dependencies, at 500,
-# 100,000 and 1,000,000 sites; a table on stdout and JSON under bench-results/.
+# 100,000 and 1,000,000 sites, and routed referrals/s with 1, 2 and 3 routers on a 3-node
+# NATS cluster (R3); a table on stdout and JSON under bench-results/.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 	  (echo "make bench needs wrk (apt-get install wrk)"; exit 1)

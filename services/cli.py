@@ -7,7 +7,7 @@ import json
 import secrets
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -39,7 +39,7 @@ from services.directory.hsds.cli import add_hsds_commands
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.tokens_cli import add_token_commands
-from services.infra.embedded import Servers, ServerStartError, running_servers
+from services.infra.embedded import EmbeddedPostgres, Servers, ServerStartError, running_servers
 from services.infra.logs import configure_logging
 from services.infra.migrations import apply_migrations
 from services.infra.nats_auth import (
@@ -80,6 +80,8 @@ configuration (environment variables):
   ROUTER_MAX_DELIVER       deliveries of one message before it is dead-lettered (200)
   ROUTER_BACKOFF_S         redelivery delays, comma-separated (2,5,10,30,60)
   ROUTER_DUPLICATE_WINDOW_S  JetStream de-duplication window of the stream (300)
+  ROUTER_STREAM_REPLICAS   copies of the REFERRALS stream: 1 (default, one nats-server), 3 on a
+                           3-node cluster (NATS_URL then lists the nodes, comma-separated)
   ROUTER_URL               the router `eo referral show/respond` asks (http://127.0.0.1:8001)
 """
 
@@ -165,6 +167,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if started else 1
 
 
+@contextlib.contextmanager
+def database_only(infra: InfraSettings) -> Iterator[str]:
+    """DATABASE_URL, or an embedded PostgreSQL started (and stopped) here: no NATS."""
+    if infra.database_url:
+        yield infra.database_url
+        return
+    postgres = EmbeddedPostgres(infra.state_dir / "postgres", port=infra.pg_port)
+    try:
+        yield postgres.start()
+    finally:
+        postgres.stop()
+
+
+def cmd_directory(_: argparse.Namespace) -> int:
+    """Only the directory: it needs PostgreSQL (DATABASE_URL, or the embedded one), not NATS."""
+    infra = InfraSettings.from_env()
+    with database_only(infra) as database_url:
+        directory = DirectorySettings.from_env(database_url)
+        token = admin_token(directory, infra.state_dir)
+        directory = msgspec.structs.replace(directory, admin_token=token)
+        print(f"directory: http://{directory.host}:{directory.port}", flush=True)
+        apps = [Served("directory", create_app(directory), directory.host, directory.port)]
+        started = uvloop.run(serve_all(apps))
+    return 0 if started else 1
+
+
 def cmd_router(_: argparse.Namespace) -> int:
     with running_servers(InfraSettings.from_env()) as servers:
         router = RouterSettings.from_env(servers.database_url, servers.nats_url)
@@ -189,8 +217,8 @@ async def _migrate_and_seed(database_url: str, seed: bool) -> None:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    with running_servers(InfraSettings.from_env()) as servers:
-        asyncio.run(_migrate_and_seed(servers.database_url, seed=args.seed))
+    with database_only(InfraSettings.from_env()) as database_url:
+        asyncio.run(_migrate_and_seed(database_url, seed=args.seed))
     return 0
 
 
@@ -376,6 +404,11 @@ def parser() -> argparse.ArgumentParser:
         "router", help="run only the router (several may share one stream and database)"
     )
     router.set_defaults(handler=cmd_router)
+
+    directory = commands.add_parser(
+        "directory", help="run only the directory (PostgreSQL only; several may share it)"
+    )
+    directory.set_defaults(handler=cmd_directory)
 
     migrate = commands.add_parser("migrate", help="apply database migrations, then stop")
     migrate.add_argument("--seed", action="store_true", help="also load the seed data")

@@ -71,7 +71,10 @@ __all__ = [
     "redact",
     "router_user",
     "seed_provider_ids",
+    "servers_option",
+    "split_urls",
     "strip_login",
+    "url_login",
     "with_login",
     "write_accounts",
 ]
@@ -365,14 +368,40 @@ def load_login(folder: Path, user: str) -> NatsLogin:
 # -- URLs ---------------------------------------------------------------------------------------
 
 
-def _replace_login(url: str, userinfo: str) -> str:
+def split_urls(url: str) -> list[str]:
+    """The servers of ``url``: one URL, or a comma-separated list of a cluster's nodes
+    (``nats://router:<password>@n1:4222,nats://n2:4222,nats://n3:4222``). A node given without
+    a login gets the first login of the list, so a cluster's URL need carry the password once.
+    """
+    parts = [part.strip() for part in url.split(",") if part.strip()]
+    login = next((p for p in parts if "@" in urllib.parse.urlsplit(p).netloc), None)
+    if login is None:
+        return parts
+    userinfo = urllib.parse.urlsplit(login).netloc.rpartition("@")[0] + "@"
+    return [
+        p if "@" in urllib.parse.urlsplit(p).netloc else _replace_one(p, userinfo) for p in parts
+    ]
+
+
+def servers_option(url: str) -> str | list[str]:
+    """``nats.connect(servers=...)`` for ``url``: one URL as is, a cluster's list as a list
+    (nats-py then fails over between the nodes)."""
+    parts = split_urls(url)
+    return parts[0] if len(parts) == 1 else parts
+
+
+def _replace_one(url: str, userinfo: str) -> str:
     parts = urllib.parse.urlsplit(url)
     host = parts.netloc.rpartition("@")[2]
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{userinfo}{host}"))
 
 
+def _replace_login(url: str, userinfo: str) -> str:
+    return ",".join(_replace_one(part, userinfo) for part in split_urls(url))
+
+
 def has_login(url: str) -> bool:
-    return "@" in urllib.parse.urlsplit(url).netloc
+    return any("@" in urllib.parse.urlsplit(part).netloc for part in url.split(","))
 
 
 def strip_login(url: str) -> str:
@@ -381,18 +410,31 @@ def strip_login(url: str) -> str:
 
 
 def with_login(url: str, login: NatsLogin) -> str:
-    """``nats://<user>:<password>@host:port``: the login in the URL (default inbox prefix)."""
+    """``nats://<user>:<password>@host:port``: the login in the URL (default inbox prefix);
+    in each URL of a cluster's comma-separated list."""
     user = urllib.parse.quote(login.user, safe="")
     password = urllib.parse.quote(login.password, safe="")
     return _replace_login(url, f"{user}:{password}@")
 
 
+def url_login(url: str) -> tuple[str, str] | None:
+    """The (user, password) a URL (or the first of a list) carries, decoded; None without."""
+    for part in split_urls(url):
+        parts = urllib.parse.urlsplit(part)
+        if parts.username is not None and parts.password is not None:
+            return urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password)
+    return None
+
+
 def redact(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.password is None:
-        return url
-    return _replace_login(url, f"{parts.username}:***@")
+    """``url`` with its password replaced by ``***`` (in each URL of a list)."""
+    redacted = []
+    for part in split_urls(url):
+        parts = urllib.parse.urlsplit(part)
+        redacted.append(
+            part if parts.password is None else _replace_one(part, f"{parts.username}:***@")
+        )
+    return ",".join(redacted)
 
 
 # -- how a client connects ----------------------------------------------------------------------
@@ -413,8 +455,8 @@ def login_options(
             if required:
                 raise
         else:
-            return {"servers": strip_login(url), **login.connect_options()}
-    return {"servers": url}
+            return {"servers": servers_option(strip_login(url)), **login.connect_options()}
+    return {"servers": servers_option(url)}
 
 
 def client_connect_options(user: str, settings: InfraSettings) -> dict[str, Any]:
@@ -431,7 +473,7 @@ def client_connect_options(user: str, settings: InfraSettings) -> dict[str, Any]
             user, url=url, credentials_dir=settings.nats_credentials_dir, required=True
         )
     if settings.nats_url and has_login(settings.nats_url):
-        return {"servers": settings.nats_url}
+        return {"servers": servers_option(settings.nats_url)}
     return login_options(
         user,
         url=url,

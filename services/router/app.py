@@ -29,9 +29,10 @@ from services.directory.geocode import default_gazetteer
 from services.infra.db import keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations
+from services.infra.nats_auth import redact, servers_option, strip_login, url_login
 from services.router.settings import RouterSettings
 from services.router.store import RouterStore
-from services.router.worker import Router, ensure_stream_and_consumer
+from services.router.worker import Router, set_up_stream
 
 log = structlog.get_logger("router")
 
@@ -39,7 +40,14 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def connect_nats(url: str, *, name: str = "eo-router") -> NatsClient:
-    """Connect, waiting for the server if it is not up yet; reconnects forever afterwards."""
+    """Connect, waiting for the server if it is not up yet; reconnects forever afterwards.
+
+    ``url`` may list a cluster's nodes, comma-separated: the client fails over between them
+    (and the nodes the cluster announces), with the login given as options so that it holds
+    for every node, announced ones included.
+    """
+    login = url_login(url)
+    auth = {"user": login[0], "password": login[1]} if login else {}
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats.error", error=repr(exc))
@@ -54,7 +62,8 @@ async def connect_nats(url: str, *, name: str = "eo-router") -> NatsClient:
     while True:
         try:
             return await nats.connect(
-                url,
+                servers=servers_option(strip_login(url) if login else url),
+                **auth,
                 name=name,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -65,7 +74,7 @@ async def connect_nats(url: str, *, name: str = "eo-router") -> NatsClient:
                 reconnected_cb=on_reconnected,
             )
         except (OSError, TimeoutError, nats.errors.Error) as exc:
-            log.warning("nats.unavailable", url=url, error=repr(exc), retry_in_s=delay)
+            log.warning("nats.unavailable", url=redact(url), error=repr(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -123,7 +132,7 @@ def create_app(settings: RouterSettings) -> Litestar:
             nc = await connect_nats(settings.nats_url)
             try:
                 js = nc.jetstream()
-                await ensure_stream_and_consumer(js, settings)
+                await set_up_stream(js, settings)
                 router = Router(pool, js, settings, default_gazetteer())
                 stop = asyncio.Event()
                 loops = [
@@ -131,7 +140,7 @@ def create_app(settings: RouterSettings) -> Litestar:
                     asyncio.create_task(router.sweep(stop), name="router.sweep"),
                 ]
                 app.state.update(pool=pool, nc=nc, router=router)
-                log.info("router.started", nats=settings.nats_url, port=settings.port)
+                log.info("router.started", nats=strip_login(settings.nats_url), port=settings.port)
                 try:
                     yield
                 finally:

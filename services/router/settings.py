@@ -2,6 +2,7 @@
 
 import os
 from collections.abc import Mapping
+from typing import Annotated
 
 import msgspec
 
@@ -28,6 +29,10 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_deliver: int = 200
     #: Seconds JetStream drops a repeated Nats-Msg-Id within.
     duplicate_window_s: float = 300.0
+    #: Copies of the REFERRALS stream (and of its consumers): 1 on a single nats-server, 3 on a
+    #: 3-node JetStream cluster (DESIGN.md section 7; deploy/OPERATIONS.md). The router creates
+    #: the stream, or updates it to this, at start.
+    stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     #: Delays between redeliveries of a message that failed for a transient reason.
     backoff_s: tuple[float, ...] = (2.0, 5.0, 10.0, 30.0, 60.0)
     #: Referrals handled at once, each on its own connection (one referral's messages always

@@ -116,6 +116,7 @@ def stream_config(settings: RouterSettings) -> StreamConfig:
         subjects=list(STREAM_SUBJECTS),
         storage=StorageType.FILE,
         duplicate_window=settings.duplicate_window_s,
+        num_replicas=settings.stream_replicas,
     )
 
 
@@ -143,6 +144,27 @@ async def ensure_stream_and_consumer(js: JetStreamContext, settings: RouterSetti
         await js.update_stream(stream_config(settings))
     # Named consumer creation is create-or-update on nats-server 2.10+.
     await js.add_consumer(STREAM, consumer_config(settings))
+
+
+async def set_up_stream(
+    js: JetStreamContext, settings: RouterSettings, *, within: float = 60.0
+) -> None:
+    """``ensure_stream_and_consumer``, retried while JetStream is not ready or busy: a cluster
+    that has just elected its leaders, or replicas creating the stream at the same moment,
+    answer with a timeout or an error for a few seconds. The last error after ``within`` s.
+    """
+    deadline = asyncio.get_running_loop().time() + within
+    delay = 0.2
+    while True:
+        try:
+            await ensure_stream_and_consumer(js, settings)
+            return
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as exc:
+            if asyncio.get_running_loop().time() + delay > deadline:
+                raise
+            log.warning("stream.setup_failed", error=repr(exc), retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def nak_delay(settings: RouterSettings, delivered: int) -> float:

@@ -1,6 +1,7 @@
 """`make bench`: the router and the directory search at 500, 100,000 and 1,000,000 sites, each
-beside the same work done by the bare dependencies in the same run. Prints a table and writes
-it, with every figure, to bench-results/bench-<time>.json (ignored by git).
+beside the same work done by the bare dependencies in the same run; at 500 sites also the
+scale-out run (1, 2 and 3 routers on a 3-node NATS cluster, tests/benchmarks/cluster_bench.py).
+Prints a table and writes it, with every figure, to bench-results/bench-<time>.json (not in git).
 
 Not a test: nothing here asserts a time. Figures are noisy on 2 shared cores; compare the
 ratios within one run.
@@ -16,10 +17,13 @@ from typing import Any
 
 from services.infra.embedded import free_port, running_servers
 from services.infra.settings import InfraSettings
+from tests.benchmarks.cluster_bench import bench_cluster
 from tests.benchmarks.router_bench import bench_router, prepare
 
 RESULTS = Path(__file__).parents[2] / "bench-results"
 SIZES = (500, 100_000, 1_000_000)
+#: The directory size of the scale-out run (tests/benchmarks/cluster_bench.py): Ontario today.
+CLUSTER_SITES = 500
 
 
 async def _directory(database_url: str, sites: int, seconds: float) -> dict[str, Any]:
@@ -75,6 +79,9 @@ def main() -> None:
         help="servers without per-write fsync (PostgreSQL fsync off, JetStream syncs every 2 "
         "minutes): shows what the disk costs; the default is the durable configuration",
     )
+    parser.add_argument(
+        "--no-cluster", action="store_true", help="skip the scale-out run (1, 2, 3 routers)"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     state = Path(tempfile.mkdtemp(prefix="eo-bench-state-"))
@@ -98,7 +105,15 @@ def main() -> None:
             directory = asyncio.run(_directory(servers.database_url, sites, args.seconds))
             report["sizes"][str(sites)] = {"router": router, "directory": directory}
             rows.append(row(sites, router, directory))
+            if sites == CLUSTER_SITES and not args.no_cluster:
+                print(f"\n== scale-out: 1, 2, 3 routers on a 3-node cluster, {sites:,} sites ==")
+                report["cluster"] = asyncio.run(
+                    bench_cluster(servers.database_url, count=args.count)
+                )
     table = HEADER + "\n" + "\n".join(rows)
+    if "cluster" in report:
+        table += "\n\nscale-out (" + report["cluster"]["cluster"] + f", {CLUSTER_SITES} sites)\n"
+        table += report["cluster"]["table"]
     report["table"] = table
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")

@@ -85,7 +85,7 @@ class RouterProcess:
         async with httpx.AsyncClient() as http:
             while True:
                 assert self.process is not None
-                assert self.process.poll() is None, f"router exited ({self.log_dir})"
+                assert self.process.poll() is None, f"router exited:\n{self.log_tail()}"
                 try:
                     reply = await http.get(f"http://127.0.0.1:{self.port}/ready", timeout=1)
                     if reply.status_code == 200:
@@ -95,10 +95,18 @@ class RouterProcess:
                 assert time.monotonic() < deadline, "router not ready"
                 await asyncio.sleep(0.1)
 
+    def log_tail(self, lines: int = 30) -> str:
+        path = self.log_dir / f"router-{self.port}-{self.starts}.log"
+        try:
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return f"(no log at {path})"
+
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait()
+        self._close_log()
 
     def stop(self) -> int | None:
         if self.process is None:

@@ -221,3 +221,25 @@ def test_a_providers_consumer_reads_its_own_offers() -> None:
 
     assert config.durable_name == config.name == f"provider-{CCA}"
     assert config.filter_subject == f"referral.offered.{CCA}"
+
+
+def test_a_cluster_url_lists_its_nodes_and_the_login_holds_for_each() -> None:
+    from services.infra.nats_auth import servers_option, split_urls, url_login
+
+    cluster = "nats://router:p%40ss@n1:4222, nats://n2:4222,nats://n3:4222"
+    assert split_urls(cluster) == [
+        "nats://router:p%40ss@n1:4222",
+        "nats://router:p%40ss@n2:4222",
+        "nats://router:p%40ss@n3:4222",
+    ]
+    assert url_login(cluster) == ("router", "p@ss")
+    assert strip_login(cluster) == "nats://n1:4222,nats://n2:4222,nats://n3:4222"
+    assert redact(cluster).count("router:***@") == 3
+    assert "p%40ss" not in redact(cluster)
+    assert servers_option(strip_login(cluster)) == [
+        "nats://n1:4222",
+        "nats://n2:4222",
+        "nats://n3:4222",
+    ]
+    assert servers_option("nats://h:1") == "nats://h:1"  # one server: as before
+    assert url_login("nats://h:1") is None

@@ -90,6 +90,22 @@ def test_stream_and_consumer_follow_the_design() -> None:
     assert consumer.backoff == [2.0, 5.0, 10.0, 30.0, 60.0]
 
 
+def test_stream_replicas_default_to_one_and_follow_router_stream_replicas() -> None:
+    single = RouterSettings(database_url="postgresql://x", nats_url="nats://x")
+    assert stream_config(single).num_replicas == 1  # one nats-server: unchanged
+    cluster = RouterSettings.from_env(
+        "postgresql://x", "nats://x", env={"ROUTER_STREAM_REPLICAS": "3"}
+    )
+    assert cluster.stream_replicas == 3
+    assert stream_config(cluster).num_replicas == 3
+    assert stream_config(cluster).storage is not None
+    for wrong in ("0", "6", "three"):
+        with pytest.raises(msgspec.ValidationError, match="stream_replicas"):
+            RouterSettings.from_env(
+                "postgresql://x", "nats://x", env={"ROUTER_STREAM_REPLICAS": wrong}
+            )
+
+
 def test_nak_delay_walks_the_backoff_and_stays_at_its_end() -> None:
     settings = RouterSettings(database_url="x", nats_url="x", backoff_s=(1.0, 3.0))
     assert [nak_delay(settings, n) for n in (1, 2, 3, 50)] == [1.0, 3.0, 3.0, 3.0]
