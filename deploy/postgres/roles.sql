@@ -19,6 +19,9 @@ CREATE EXTENSION IF NOT EXISTS cube;
 CREATE EXTENSION IF NOT EXISTS earthdistance;
 
 GRANT CONNECT ON DATABASE eo TO eo_migrate, eo_directory, eo_router;
+-- The migrations say CREATE SCHEMA IF NOT EXISTS, which PostgreSQL checks against CREATE on
+-- the database even when the schema exists (tests/integration/test_deploy_roles.py).
+GRANT CREATE ON DATABASE eo TO eo_migrate;
 -- public.schema_migrations (the migrations' ledger) is created by eo_migrate.
 GRANT CREATE, USAGE ON SCHEMA public TO eo_migrate;
 GRANT USAGE ON SCHEMA public TO eo_directory, eo_router;
