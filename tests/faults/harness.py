@@ -20,6 +20,7 @@ import asyncpg
 import httpx
 import msgspec
 import nats.errors
+import nats.js.errors
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
@@ -210,7 +211,14 @@ async def wait_all_terminal(
             )
             if done == len(ids):
                 return time.monotonic() - started
-            assert time.monotonic() - started < within, f"{len(ids) - done} not terminal"
+            if time.monotonic() - started >= within:
+                stuck = await conn.fetch(
+                    "SELECT status, count(*) AS n FROM router.referral"
+                    " WHERE id = ANY($1::uuid[]) GROUP BY status",
+                    ids,
+                )
+                states = {row["status"]: row["n"] for row in stuck}
+                raise AssertionError(f"{len(ids) - done} not terminal after {within} s: {states}")
             await asyncio.sleep(0.25)
     finally:
         await conn.close()
@@ -254,6 +262,7 @@ async def _stream_messages(js: JetStreamContext, subject: str) -> list[Any]:
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.NONE),
     )
     found: list[Any] = []
+    unavailable = 0
     try:
         while True:
             try:
@@ -262,6 +271,12 @@ async def _stream_messages(js: JetStreamContext, subject: str) -> list[Any]:
                 # Nothing left. (nats-py raises the bare TimeoutError when its no-wait probe
                 # found no messages but answered so late that no time was left to wait.)
                 break
+            except nats.js.errors.ServiceUnavailableError:
+                # On a cluster the new consumer may not have its leader yet: ask again.
+                unavailable += 1
+                assert unavailable < 50, "the audit consumer never became available"
+                await asyncio.sleep(0.2)
+                continue
             found.extend(decode_outbound(m.data) for m in msgs)
     finally:
         await js.delete_consumer(STREAM, name)

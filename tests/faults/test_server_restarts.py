@@ -73,7 +73,10 @@ async def test_a_server_restart_mid_run_loses_and_duplicates_nothing(
         await asyncio.to_thread(server.stop)
         await asyncio.sleep(2.0)
         await asyncio.to_thread(server.start)
-        await wait_all_terminal(postgres.url, [r.referral_id for r in requests], within=300)
+        try:
+            await wait_all_terminal(postgres.url, [r.referral_id for r in requests], within=200)
+        except AssertionError as exc:  # say what the router was doing
+            raise AssertionError(f"{exc}\nrouter log:\n{router.log_tail(60)}") from None
     finally:
         await simulator.stop()
     figures = await audit(
