@@ -7,7 +7,7 @@ import json
 import secrets
 import sys
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import asyncpg
@@ -39,7 +39,7 @@ from services.directory.hsds.cli import add_hsds_commands
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.tokens_cli import add_token_commands
-from services.infra.embedded import EmbeddedPostgres, Servers, ServerStartError, running_servers
+from services.infra.embedded import Servers, ServerStartError, database_only, running_servers
 from services.infra.logs import configure_logging
 from services.infra.migrations import apply_migrations
 from services.infra.nats_auth import (
@@ -165,19 +165,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         demo = [] if args.no_demo else [_demo(directory, router, servers)]
         started = uvloop.run(serve_all(apps, also=demo))
     return 0 if started else 1
-
-
-@contextlib.contextmanager
-def database_only(infra: InfraSettings) -> Iterator[str]:
-    """DATABASE_URL, or an embedded PostgreSQL started (and stopped) here: no NATS."""
-    if infra.database_url:
-        yield infra.database_url
-        return
-    postgres = EmbeddedPostgres(infra.state_dir / "postgres", port=infra.pg_port)
-    try:
-        yield postgres.start()
-    finally:
-        postgres.stop()
 
 
 def cmd_directory(_: argparse.Namespace) -> int:

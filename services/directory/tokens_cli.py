@@ -2,18 +2,15 @@
 
 import argparse
 import asyncio
-import contextlib
 import datetime
-import socket
 import sys
-from collections.abc import Iterator
 
 import asyncpg
 
 from services.directory.app import MIGRATIONS
 from services.directory.errors import DirectoryError
 from services.directory.tokens import ROLES, Token, TokenStore
-from services.infra.embedded import EmbeddedPostgres, running_servers
+from services.infra.embedded import database_only
 from services.infra.migrations import apply_migrations
 from services.infra.settings import InfraSettings
 
@@ -61,32 +58,11 @@ def add_token_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
 
 def cmd_token(args: argparse.Namespace) -> int:
     try:
-        with _database(InfraSettings.from_env()) as url:
+        with database_only(InfraSettings.from_env()) as url:
             return asyncio.run(_token(args, url))
     except DirectoryError as exc:
         print(f"eo token: {exc.message}", file=sys.stderr)
         return 1
-
-
-@contextlib.contextmanager
-def _database(infra: InfraSettings) -> Iterator[str]:
-    """DATABASE_URL; else the embedded PostgreSQL: a running `eo run`'s, or one started here."""
-    if infra.database_url:
-        yield infra.database_url
-        return
-    postgres = EmbeddedPostgres(infra.state_dir / "postgres", port=infra.pg_port)
-    if _accepts_connections(postgres.host, postgres.port):
-        # `eo run` holds it: use it. Starting it here would stop that server as a stale one.
-        yield postgres.url
-        return
-    with running_servers(infra) as servers:
-        yield servers.database_url
-
-
-def _accepts_connections(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
 
 
 async def _token(args: argparse.Namespace, database_url: str) -> int:

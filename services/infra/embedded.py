@@ -338,6 +338,32 @@ class EmbeddedNats:
 
 
 @contextlib.contextmanager
+def database_only(settings: InfraSettings) -> Iterator[str]:
+    """The database URL for a command that needs PostgreSQL only (``eo migrate``, ``eo token``,
+    ``eo hsds``, ``eo directory``): DATABASE_URL; else the embedded PostgreSQL, a running
+    ``eo run``'s (starting it here would stop that one as stale) or one started and stopped here.
+    No NATS.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    postgres = EmbeddedPostgres(settings.state_dir / "postgres", port=settings.pg_port)
+    if _accepts_connections(postgres.host, postgres.port):
+        yield postgres.url
+        return
+    try:
+        yield postgres.start()
+    finally:
+        postgres.stop()
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+@contextlib.contextmanager
 def running_servers(settings: InfraSettings, *, durable: bool = True) -> Iterator[Servers]:
     """Yield the servers' URLs: the configured ones, or embedded ones started (and stopped) here.
 

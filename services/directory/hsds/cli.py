@@ -20,7 +20,7 @@ from services.directory.hsds.transfer import (
     load,
     report_csv,
 )
-from services.directory.tokens_cli import _database as database  # same lookup as `eo token`
+from services.infra.embedded import database_only as database
 from services.infra.migrations import apply_migrations
 from services.infra.settings import InfraSettings
 
