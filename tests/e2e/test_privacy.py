@@ -9,6 +9,7 @@ for operators only; this run sends no invalid message.)
 
 import asyncio
 import datetime
+import inspect
 import json
 import re
 import shutil
@@ -17,6 +18,7 @@ import subprocess
 import uuid
 from typing import Any
 
+import httpx
 import nats
 import nats.errors
 import pytest
@@ -120,6 +122,27 @@ async def read_stream(url: str, login: Any) -> list[tuple[str, bytes]]:
         await nc.close()
 
 
+async def until(check: Any, within: float = 30.0) -> Any:
+    """Poll ``check`` (plain or async) until it gives something true; that."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.1)
+
+
+async def views(router: str, referral_ids: list[str], statuses: set[str]) -> list[Any]:
+    """The router's views of the referrals once all are in ``statuses``, else []."""
+    async with httpx.AsyncClient(base_url=router) as http:
+        found = [(await http.get(f"/api/v1/referrals/{rid}")) for rid in referral_ids]
+    ready = all(r.status_code == 200 and r.json()["status"] in statuses for r in found)
+    return [r.json() for r in found] if ready else []
+
+
 async def test_no_personal_data_leaves_in_events_or_logs() -> None:
     state, ports, env = eo_run_environment("eo-test-privacy-")
     log_file = state.parent / f"{state.name}.log"
@@ -143,16 +166,28 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
             offers.append(json.loads(msg.data))
 
         await provider.subscribe(f"referral.offered.{CCA}", cb=on_offer)
+        router = f"http://127.0.0.1:{ports['ROUTER_PORT']}"
         try:
+            sent = []
             for community in ("Almonte", "Perth", "Lanark"):
                 request = careless_request(community)
+                sent.append(request["referral_id"])
                 await ow.jetstream().publish(
                     "referral.requested",
                     json.dumps(request).encode(),
                     headers={"Nats-Msg-Id": request["message_id"]},
                 )
-            await asyncio.sleep(3)  # routed; the demo's sample provider answers its own
-            ours = [o for o in offers if o["client_ref"] != "demo"]
+            # Routed (the demo's sample provider answers its own referrals, not these), and
+            # the offers to CCA delivered to its subscription.
+            routed = await until(lambda: views(router, sent, {"offered", "unmatched"}))
+            to_cca = {
+                v["referral_id"]
+                for v in routed
+                if v["current_offer"] and v["current_offer"]["provider_id"] == CCA
+            }
+            assert to_cca  # Almonte's goes to Canadian Career Academy
+            await until(lambda: to_cca <= {o["referral_id"] for o in offers})
+            ours = [o for o in offers if o["referral_id"] in to_cca]
             for offer in ours:  # CCA answers ours, with personal data in unknown fields
                 reply = {
                     "type": "referral.response.v1",
@@ -168,7 +203,7 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
                     json.dumps(reply).encode(),
                     headers={"Nats-Msg-Id": reply["message_id"]},
                 )
-            await asyncio.sleep(3)
+            await until(lambda: views(router, sorted(to_cca), {"accepted"}))
         finally:
             await ow.close()
             await provider.close()
