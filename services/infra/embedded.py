@@ -325,16 +325,22 @@ class EmbeddedNats:
     def stop(self) -> None:
         if self._process is None:
             return
-        if self._process.poll() is None:
-            self._process.send_signal(signal.SIGTERM)
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        terminate(self._process, timeout=10)
         self._process = None
         self.pid_file.unlink(missing_ok=True)
         log.info("nats.stopped", store_dir=str(self.store_dir))
+
+
+def terminate(process: "subprocess.Popen[bytes]", *, timeout: float) -> int:
+    """SIGTERM, then SIGKILL if ``process`` has not exited within ``timeout`` s; its exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 @contextlib.contextmanager

@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from services.infra.embedded import ServerStartError, _port_open, _tail, free_port
+from services.infra.embedded import ServerStartError, _port_open, _tail, free_port, terminate
 from services.infra.nats_auth import (
     CREDENTIALS_FOLDER,
     ROUTER_USER,
@@ -93,13 +93,7 @@ class ClusterNode:
     def stop(self) -> None:
         if self.process is None:
             return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout=15)
         self.process = None
 
 

@@ -33,7 +33,7 @@ from contracts.referrals import (
     ReferralStatusChanged,
 )
 from contracts.subjects import OFFERED_ALL, REQUESTED, STATUS, STREAM, response_subject
-from services.infra.embedded import free_port
+from services.infra.embedded import free_port, terminate
 from tests.referrals import answer, make_request
 
 EO = Path(sys.executable).parent / "eo"
@@ -112,15 +112,9 @@ class RouterProcess:
     def stop(self) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        code = terminate(self.process, timeout=30)
         self._close_log()
-        return self.process.returncode
+        return code
 
 
 class ProviderSimulator:
