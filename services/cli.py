@@ -33,12 +33,11 @@ from services import client
 from services.client import ClientError
 from services.demo import run_demo
 from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS, create_app
-from services.directory.errors import DirectoryError
-from services.directory.geocode import default_gazetteer
 from services.directory.hsds.cli import add_hsds_commands
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.tokens_cli import add_token_commands
+from services.geo import UnresolvableLocation, default_gazetteer
 from services.infra.embedded import Servers, ServerStartError, database_only, running_servers
 from services.infra.logs import configure_logging
 from services.infra.migrations import apply_migrations
@@ -236,7 +235,7 @@ def cmd_geocode(args: argparse.Namespace) -> int:
             point = gazetteer.resolve_postal_code(args.postal_code)
         else:
             point = gazetteer.resolve_community(args.community)
-    except DirectoryError as exc:
+    except UnresolvableLocation as exc:
         print(f"error ({exc.field}): {exc.message}", file=sys.stderr)
         return 2
     print(

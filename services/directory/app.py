@@ -25,7 +25,6 @@ from services.directory.controllers import (
 )
 from services.directory.edge import before_request
 from services.directory.errors import DirectoryError
-from services.directory.geocode import default_gazetteer
 from services.directory.hsds.api import hsds_router
 from services.directory.limits import MAX_BODY_BYTES
 from services.directory.openapi import ClosedStructSchemaPlugin, openapi_config
@@ -34,6 +33,7 @@ from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.store import DirectoryStore
 from services.directory.web import office_finder, static_files
+from services.geo import UnresolvableLocation, default_gazetteer
 from services.infra.db import keep_session
 from services.infra.http import (
     on_http_error,
@@ -52,6 +52,12 @@ NOT_READY = ResponseSpec(dict[str, Any], description="The database is unreachabl
 def on_directory_error(_: Request[Any, Any, Any], exc: DirectoryError) -> Response[Problem]:
     errors = [FieldError(field=exc.field, message=exc.message)] if exc.field else []
     return problem(exc.status, exc.title, exc.message, errors, headers=exc.headers)
+
+
+def on_unresolvable(_: Request[Any, Any, Any], exc: UnresolvableLocation) -> Response[Problem]:
+    """A location the gazetteer cannot place is a 422 naming the field, like any bad input."""
+    errors = [FieldError(field=exc.field, message=exc.message)]
+    return problem(422, exc.title, exc.message, errors)
 
 
 async def provide_store(state: State) -> AsyncIterator[DirectoryStore]:
@@ -124,6 +130,7 @@ def create_app(settings: DirectorySettings) -> Litestar:
         },
         exception_handlers={
             DirectoryError: on_directory_error,
+            UnresolvableLocation: on_unresolvable,
             ValidationException: on_validation_error,
             HTTPException: on_http_error,
             Exception: unexpected_error_handler("directory"),

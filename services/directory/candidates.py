@@ -12,9 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from geopy.distance import ELLIPSOIDS
-from pyproj import Geod
-
 from contracts.directory import Provider, Site
 from services.directory.store import (
     PROVIDER_COLUMNS,
@@ -22,20 +19,8 @@ from services.directory.store import (
     provider_from_row,
     site_from_row,
 )
+from services.geo import geodesic_km
 from services.infra.db import Connection
-
-#: geopy's WGS84 ellipsoid in kilometres, as geopy's ``geodesic`` uses it. PROJ's ``Geod``
-#: solves the inverse problem with the same algorithm (Karney 2013; geopy delegates to
-#: geographiclib, the Python port of that C code) about 50x faster: profiling the search put
-#: 40 % of its CPU in geographiclib. The two agree to within nanometres (a unit test checks).
-_MAJOR_KM, _MINOR_KM, _FLATTENING = ELLIPSOIDS["WGS-84"]
-_WGS84_KM = Geod(a=_MAJOR_KM, f=_FLATTENING)
-
-
-def geodesic_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """``geopy.distance.geodesic((lat1, lon1), (lat2, lon2)).km``, to within 1e-9 km."""
-    return float(_WGS84_KM.inv(lon1, lat1, lon2, lat2)[2])
-
 
 #: The origin as a point on the earth, computed once per query. A scalar subquery is an
 #: InitPlan, evaluated once; a bare ll_to_earth($1, $2) in a prepared statement's generic plan

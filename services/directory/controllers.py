@@ -30,9 +30,9 @@ from services.directory import openapi
 from services.directory.auth import PUBLIC, Principal, require_owner, writers
 from services.directory.candidates import SiteFilter, nearest_sites
 from services.directory.errors import InvalidInput
-from services.directory.geocode import Gazetteer, ResolvedPoint
 from services.directory.placement import merge_site_patch, place_site
 from services.directory.store import DirectoryStore
+from services.geo import Gazetteer
 
 Limit = Annotated[int, QueryParameter(ge=1, le=100, description="page size (at most 100)")]
 Offset = Annotated[int, QueryParameter(ge=0, le=1_000_000)]
@@ -55,7 +55,7 @@ def resolve_origin(
     lon: float | None,
     postal_code: str | None,
     community: str | None,
-) -> ResolvedPoint:
+) -> Origin:
     """Exactly one origin: lat+lon, a postal code or a community name."""
     if (lat is None) != (lon is None):
         missing = "lon" if lon is None else "lat"
@@ -113,12 +113,7 @@ async def search(
     async with state.pool.acquire() as conn:
         hits = await nearest_sites(conn, origin.lat, origin.lon, where, limit)
     return NearestSites(
-        origin=Origin(
-            lat=origin.lat,
-            lon=origin.lon,
-            precision=origin.precision,
-            resolved_from=origin.resolved_from,
-        ),
+        origin=origin,
         results=[
             SiteMatch(provider=hit.provider, site=hit.site, distance_km=round(hit.distance_km, 3))
             for hit in hits

@@ -2,9 +2,6 @@
 
     DirectoryError
     ├── InvalidInput            422: a value is well-formed JSON/query but not acceptable
-    │   ├── InvalidPostalCode   the text is not a Canadian postal code
-    │   ├── UnknownPostalCode   a valid code the offline gazetteer cannot place
-    │   └── UnknownCommunity    a place name the gazetteer does not know
     ├── Unauthenticated         401: no usable bearer token (answered with WWW-Authenticate)
     │   ├── MissingToken        the request carries no token
     │   └── InvalidToken        the token is malformed, unknown or revoked
@@ -13,7 +10,8 @@
     └── Conflict                409: the id is taken, or a row still depends on this one
 
 Every error names the ``field`` it is about (a query parameter or a body path) when there is
-one, so a client can show the message next to the right input.
+one, so a client can show the message next to the right input. A location the gazetteer cannot
+place (``services.geo.UnresolvableLocation``) is a 422 too, mapped in ``app.py``.
 """
 
 from typing import ClassVar
@@ -34,18 +32,6 @@ class DirectoryError(Exception):
 class InvalidInput(DirectoryError):
     status = 422
     title = "Invalid input"
-
-
-class InvalidPostalCode(InvalidInput):
-    title = "Invalid postal code"
-
-
-class UnknownPostalCode(InvalidInput):
-    title = "Unknown postal code"
-
-
-class UnknownCommunity(InvalidInput):
-    title = "Unknown community"
 
 
 class Unauthenticated(DirectoryError):

@@ -14,8 +14,8 @@ from geopy.geocoders.base import Geocoder
 
 from contracts.directory import Precision, Site, SiteCreate, SitePatch
 from services.directory.errors import InvalidInput
-from services.directory.geocode import OfflineGeocoder
 from services.directory.settings import DirectorySettings
+from services.geo import OfflineGeocoder
 
 #: What each of the gazetteer's origin precisions means for a site's point.
 _SITE_PRECISION: dict[str, Precision] = {

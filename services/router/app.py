@@ -25,7 +25,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.router import ReferralView
 from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS
-from services.directory.geocode import default_gazetteer
+from services.geo import default_gazetteer
 from services.infra.db import keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations

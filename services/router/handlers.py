@@ -16,6 +16,7 @@ from typing import Protocol
 
 from contracts.codec import derive_message_id, peek_referral_id
 from contracts.common import ClientLocation, Message
+from contracts.directory import Origin
 from contracts.referrals import (
     DeadLetter,
     ReferralCancel,
@@ -27,8 +28,7 @@ from contracts.referrals import (
 )
 from contracts.subjects import DEAD, REQUESTED, STATUS, offered_subject, response_subject
 from services.directory.candidates import SiteFilter, referral_filter
-from services.directory.errors import DirectoryError
-from services.directory.geocode import ResolvedPoint
+from services.geo import UnresolvableLocation
 from services.router.lifecycle import Event, Refused, transition
 from services.router.matching import Candidate, Choice, choose
 from services.router.store import OfferRow, OutboxRow, ReferralRow, RouterStore, Transition
@@ -68,7 +68,7 @@ class Directory(Protocol):
     async def release(self, site_id: str) -> None: ...
 
 
-Locate = Callable[[ClientLocation], ResolvedPoint]
+Locate = Callable[[ClientLocation], Origin]
 
 
 @dataclass
@@ -316,7 +316,7 @@ async def on_requested(msg: ReferralRequested, *, ctx: Context, locate: Locate) 
         return Handled("duplicate_message", msg.referral_id)
     try:
         point = locate(msg.client.location)
-    except DirectoryError as exc:
+    except UnresolvableLocation as exc:
         raise InvalidRequest(f"client.location: {exc.message}") from exc
     created = await ctx.store.create_referral(
         msg,

@@ -35,7 +35,7 @@ from contracts.subjects import (
     STREAM_SUBJECTS,
     provider_id_from_response_subject,
 )
-from services.directory.geocode import Gazetteer
+from services.geo import Gazetteer
 from services.infra.db import Connection
 from services.router.directory import SqlDirectory
 from services.router.handlers import (

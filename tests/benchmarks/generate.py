@@ -1,6 +1,6 @@
 """A synthetic directory for benchmarks: sites at real Ontario places, weighted by population.
 
-Places and populations come from the bundled GeoNames extract (services/directory/data,
+Places and populations come from the bundled GeoNames extract (services/geo/data,
 CC BY 4.0). Each site sits near a place (a spread that grows with the place's size) and gets a
 realistic mix of services, languages, accessibility, eligibility and capacity. Rows go in with
 PostgreSQL's COPY, with a progress bar, and the GiST index is rebuilt after loading.
@@ -20,7 +20,7 @@ from pathlib import Path
 import asyncpg
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-PLACES = Path(__file__).parents[2] / "services/directory/data/ontario_places_geonames_cities500.csv"
+PLACES = Path(__file__).parents[2] / "services/geo/data/ontario_places_geonames_cities500.csv"
 CORE = ["employment_counselling", "job_search", "resume_writing", "interview_skills"]
 OTHER = [
     "job_matching_placement", "work_experience", "job_retention", "skills_training",

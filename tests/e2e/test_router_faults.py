@@ -36,7 +36,7 @@ from contracts.subjects import (
     offered_subject,
     response_subject,
 )
-from services.directory.geocode import default_gazetteer
+from services.geo import default_gazetteer
 from services.infra.embedded import free_port
 from services.router.app import create_app as create_router_app
 from services.router.settings import RouterSettings

@@ -16,7 +16,7 @@ from litestar.testing import AsyncTestClient
 from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import REQUESTED, ROUTER_DURABLE, STATUS, STREAM, offered_subject
-from services.directory.geocode import default_gazetteer
+from services.geo import default_gazetteer
 from services.router.app import create_app
 from services.router.settings import RouterSettings
 from services.router.worker import Router, ensure_stream_and_consumer

@@ -15,8 +15,8 @@ import pytest
 
 from services.directory.app import MIGRATIONS
 from services.directory.candidates import reserve_place
-from services.directory.geocode import default_gazetteer
 from services.directory.seed import load_seed
+from services.geo import default_gazetteer
 from services.infra.embedded import Servers
 from services.infra.migrations import apply_migrations
 from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS

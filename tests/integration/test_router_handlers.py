@@ -6,7 +6,7 @@ import datetime
 import asyncpg
 import pytest
 
-from services.directory.geocode import default_gazetteer
+from services.geo import default_gazetteer
 from services.router.directory import SqlDirectory
 from services.router.handlers import Context, Handled, on_requested, on_timeout
 from services.router.store import RouterStore

@@ -10,13 +10,13 @@ from hypothesis import given, settings, strategies as st
 
 from contracts.directory import Address, Site, SiteCreate, SitePatch
 from services.directory.auth import Principal
-from services.directory.candidates import SiteFilter, geodesic_km, nearest_query
+from services.directory.candidates import SiteFilter, nearest_query
 from services.directory.errors import InvalidInput
-from services.directory.geocode import OfflineGeocoder, default_gazetteer
 from services.directory.placement import merge_site_patch, place_site
 from services.directory.seed import read_seed
 from services.directory.settings import DirectorySettings
 from services.directory.tokens import digest
+from services.geo import OfflineGeocoder, default_gazetteer, geodesic_km
 from services.infra.settings import InfraSettings
 
 

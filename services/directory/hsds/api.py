@@ -20,7 +20,6 @@ from litestar.response import File
 from contracts.directory import Provider, Site, Taxonomy
 from services.directory.auth import PUBLIC
 from services.directory.errors import InvalidInput, NotFound
-from services.directory.geocode import Gazetteer
 from services.directory.hsds import SCHEMA_DIR, mapping as m
 from services.directory.store import (
     PROVIDER_COLUMNS,
@@ -29,6 +28,7 @@ from services.directory.store import (
     provider_from_row,
     site_from_row,
 )
+from services.geo import Gazetteer
 from services.infra.db import Connection
 
 Obj = dict[str, Any]

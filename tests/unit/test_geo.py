@@ -7,11 +7,13 @@ from geopy.distance import geodesic
 from geopy.exc import GeocoderServiceError
 
 from contracts.common import ClientLocation
-from services.directory.errors import InvalidPostalCode, UnknownCommunity, UnknownPostalCode
-from services.directory.geocode import (
+from contracts.directory import Origin
+from services.geo import (
     Gazetteer,
+    InvalidPostalCode,
     OfflineGeocoder,
-    ResolvedPoint,
+    UnknownCommunity,
+    UnknownPostalCode,
     default_gazetteer,
 )
 
@@ -27,7 +29,7 @@ def gazetteer() -> Gazetteer:
     return default_gazetteer()
 
 
-def km(point: ResolvedPoint, other: tuple[float, float]) -> float:
+def km(point: Origin, other: tuple[float, float]) -> float:
     return float(geodesic((point.lat, point.lon), other).km)
 
 
@@ -211,7 +213,9 @@ def test_offline_geocoder_makes_no_http_requests() -> None:
 
 def test_resolve_dispatches_on_the_kind_of_location(gazetteer: Gazetteer) -> None:
     exact = gazetteer.resolve(ClientLocation(lat=45.1, lon=-76.1))
-    assert exact == ResolvedPoint(45.1, -76.1, "exact", "coordinates 45.10000, -76.10000")
+    assert exact == Origin(
+        lat=45.1, lon=-76.1, precision="exact", resolved_from="coordinates 45.10000, -76.10000"
+    )
     assert gazetteer.resolve(ClientLocation(postal_code="K7C2V8")).precision == "postal_code"
     assert gazetteer.resolve(ClientLocation(community="Almonte")).precision == "town"
 
