@@ -1,12 +1,16 @@
-"""``eo``: the project's command line (run everything, migrate, seed, resolve a place)."""
+"""``eo``: the project's command line (run everything, migrate, seed, resolve a place).
+
+It is the composition root of the commands: the seed's providers get NATS users here, and the
+command groups that live with what they act on are added to its parser (``eo referral``:
+services/router/cli.py; ``eo token``: services/directory/tokens_cli.py; ``eo hsds``:
+services/directory/hsds/cli.py).
+"""
 
 import argparse
 import asyncio
 import contextlib
-import json
 import secrets
 import sys
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,26 +19,14 @@ import msgspec
 import structlog
 import uvloop
 from nats.aio.client import Client as NatsClient
-from nats.aio.msg import Msg
 
-from contracts.codec import decode_outbound
-from contracts.common import ClientLocation
-from contracts.referrals import TERMINAL_STATUSES, ReferralStatusChanged
-from contracts.subjects import (
-    CANCEL,
-    DEAD,
-    OFFERED_ALL,
-    REQUESTED,
-    STATUS,
-    offered_subject,
-    response_subject,
-)
 from services import client
 from services.client import ClientError
 from services.demo import run_demo
-from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS, create_app
+from services.directory.app import create_app
 from services.directory.hsds.cli import add_hsds_commands
-from services.directory.seed import load_seed
+from services.directory.schema import MIGRATIONS as DIRECTORY_MIGRATIONS
+from services.directory.seed import load_seed, seed_provider_ids
 from services.directory.settings import DirectorySettings
 from services.directory.tokens_cli import add_token_commands
 from services.geo import UnresolvableLocation, default_gazetteer
@@ -43,17 +35,20 @@ from services.infra.logs import configure_logging
 from services.infra.migrations import apply_migrations
 from services.infra.nats_auth import (
     DEPLOY_OW_SYSTEMS,
-    OPERATOR_USER,
     accounts_template,
     default_users,
-    provider_user_name,
-    seed_provider_ids,
     strip_login,
     write_accounts,
 )
 from services.infra.serving import Served, serve_all
 from services.infra.settings import InfraSettings
-from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS, create_app as create_router_app
+from services.router.app import (
+    MIGRATIONS as ROUTER_MIGRATIONS,
+    DirectorySchemaMissing,
+    check_directory_schema,
+    create_app as create_router_app,
+)
+from services.router.cli import add_referral_commands
 from services.router.settings import RouterSettings
 
 log = structlog.get_logger("eo")
@@ -151,11 +146,19 @@ async def _demo(directory: DirectorySettings, router: RouterSettings, servers: S
 
 def cmd_run(args: argparse.Namespace) -> int:
     infra = InfraSettings.from_env()
-    with running_servers(infra) as servers:
+    with running_servers(infra, provider_ids=seed_provider_ids()) as servers:
         directory = DirectorySettings.from_env(servers.database_url)
         token = admin_token(directory, infra.state_dir)
         directory = msgspec.structs.replace(directory, admin_token=token)
         router = RouterSettings.from_env(servers.database_url, servers.nats_url)
+        # Both schemas before either service starts: the router refuses to start without the
+        # directory's, and the two start at the same moment.
+        migrating = [
+            service
+            for service, settings in (("directory", directory), ("router", router))
+            if settings.apply_migrations
+        ]
+        asyncio.run(_migrate(servers.database_url, migrating))
         print(banner(servers, directory, router, infra.state_dir), flush=True)
         apps = [
             Served("directory", create_app(directory), directory.host, directory.port),
@@ -179,22 +182,49 @@ def cmd_directory(_: argparse.Namespace) -> int:
     return 0 if started else 1
 
 
+async def _check_directory_schema(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await check_directory_schema(conn)
+    finally:
+        await conn.close()
+
+
 def cmd_router(_: argparse.Namespace) -> int:
-    with running_servers(InfraSettings.from_env()) as servers:
+    with running_servers(InfraSettings.from_env(), provider_ids=seed_provider_ids()) as servers:
         router = RouterSettings.from_env(servers.database_url, servers.nats_url)
         where = strip_login(router.nats_url)
+        asyncio.run(_check_directory_schema(router.database_url))
         print(f"router: http://{router.host}:{router.port}  NATS {where}", flush=True)
         apps = [Served("router", create_router_app(router), router.host, router.port)]
         started = uvloop.run(serve_all(apps))
     return 0 if started else 1
 
 
-async def _migrate_and_seed(database_url: str, seed: bool) -> None:
+#: Each service's migrations, in the order they apply: the router's candidates query reads the
+#: directory's tables, and each service applies only its own at start.
+SCHEMAS = (("directory", DIRECTORY_MIGRATIONS), ("router", ROUTER_MIGRATIONS))
+
+
+async def _migrate(database_url: str, services: Sequence[str]) -> dict[str, list[str]]:
+    """Apply the migrations of ``services``, in ``SCHEMAS`` order; the names applied now."""
     conn = await asyncpg.connect(database_url)
     try:
-        for service, folder in (("directory", DIRECTORY_MIGRATIONS), ("router", ROUTER_MIGRATIONS)):
-            applied = await apply_migrations(conn, service, folder)
-            print(f"{service} migrations applied now: {applied or 'none (up to date)'}")
+        return {
+            service: await apply_migrations(conn, service, folder)
+            for service, folder in SCHEMAS
+            if service in services
+        }
+    finally:
+        await conn.close()
+
+
+async def _migrate_and_seed(database_url: str, seed: bool) -> None:
+    applied = await _migrate(database_url, [service for service, _ in SCHEMAS])
+    for service, names in applied.items():
+        print(f"{service} migrations applied now: {names or 'none (up to date)'}")
+    conn = await asyncpg.connect(database_url)
+    try:
         if seed:
             added = await load_seed(conn)
             print(f"seed loaded: {added['providers']} new providers, {added['sites']} new sites")
@@ -242,130 +272,6 @@ def cmd_geocode(args: argparse.Namespace) -> int:
         f"{point.lat:.5f},{point.lon:.5f}  precision={point.precision}  from {point.resolved_from}"
     )
     return 0
-
-
-def _location(args: argparse.Namespace) -> ClientLocation:
-    if args.lat is not None or args.lon is not None:
-        return ClientLocation(lat=args.lat, lon=args.lon)
-    if args.postal_code:
-        return ClientLocation(postal_code=args.postal_code)
-    return ClientLocation(community=args.community)
-
-
-async def _send(args: argparse.Namespace) -> int:
-    request = client.build_request(
-        location=_location(args),
-        needs=args.need,
-        language=args.language,
-        client_ref=args.client_ref,
-        age=args.age,
-        accessibility_needs=args.accessibility or (),
-        eligibility=args.eligibility or ("ow_recipient",),
-        max_distance_km=args.max_distance_km,
-        preferred_provider_id=args.preferred_provider,
-        exclude_provider_ids=args.exclude_provider,
-        system=args.system,
-    )
-    nc = await client.connect_as(args.system)
-    try:
-        final = asyncio.Event()
-
-        async def on_status(msg: object) -> None:
-            event = decode_outbound(msg.data)  # type: ignore[attr-defined]
-            if (
-                isinstance(event, ReferralStatusChanged)
-                and event.referral_id == request.referral_id
-            ):
-                print(client.describe(event), flush=True)
-                if event.status in TERMINAL_STATUSES or event.status == "offered":
-                    final.set()
-
-        if args.wait:
-            await nc.subscribe(STATUS, cb=on_status)
-        await client.publish(nc, REQUESTED, request)
-        print(f"sent referral {request.referral_id}", flush=True)
-        if args.wait:
-            try:
-                await asyncio.wait_for(final.wait(), args.timeout)
-            except TimeoutError:
-                print(f"no offer or final state within {args.timeout} s", file=sys.stderr)
-                return 1
-    finally:
-        await nc.close()
-    return 0
-
-
-async def _respond(args: argparse.Namespace) -> int:
-    try:
-        response_subject(args.provider)
-    except ValueError as exc:
-        raise ClientError(str(exc)) from exc
-    offer_id = args.offer
-    if offer_id is None:
-        view = await client.fetch_referral(client.router_url(), args.referral)
-        current = view.get("current_offer")
-        if not current:
-            raise ClientError(
-                f"referral {args.referral} has no open offer (it is {view['status']})"
-            )
-        offer_id = uuid.UUID(current["offer_id"])
-    decision = "accept" if args.accept else "decline"
-    message = client.response(args.referral, offer_id, decision, args.reason)
-    nc = await client.connect_as(provider_user_name(args.provider))
-    try:
-        await client.publish(nc, response_subject(args.provider), message)
-    finally:
-        await nc.close()
-    print(f"{args.provider} answered {decision} to offer {offer_id} of referral {args.referral}")
-    return 0
-
-
-async def _cancel(args: argparse.Namespace) -> int:
-    nc = await client.connect_as(args.system)
-    try:
-        await client.publish(nc, CANCEL, client.cancellation(args.referral, args.reason))
-    finally:
-        await nc.close()
-    print(f"asked to cancel referral {args.referral}")
-    return 0
-
-
-async def _watch(args: argparse.Namespace) -> int:
-    nc = await client.connect_as(OPERATOR_USER)  # every provider's offers and the dead letters
-
-    async def on_event(msg: Msg) -> None:
-        if args.json:
-            line = {"subject": msg.subject, "message": json.loads(msg.data)}
-            print(json.dumps(line), flush=True)
-        else:
-            print(client.describe(decode_outbound(msg.data)), flush=True)
-
-    offered = offered_subject(args.provider) if args.provider else OFFERED_ALL
-    for subject in (STATUS, offered, DEAD):
-        await nc.subscribe(subject, cb=on_event)
-    print(f"watching {STATUS}, {offered} and {DEAD} on {client.nats_url()} (Ctrl-C stops)")
-    try:
-        await asyncio.Event().wait()
-    finally:
-        await nc.close()
-    return 0
-
-
-async def _show(args: argparse.Namespace) -> int:
-    view = await client.fetch_referral(client.router_url(), args.referral)
-    print(json.dumps(view, indent=2))
-    return 0
-
-
-def cmd_referral(args: argparse.Namespace) -> int:
-    action = {"send": _send, "respond": _respond, "cancel": _cancel, "watch": _watch}.get(
-        args.action, _show
-    )
-    try:
-        return asyncio.run(action(args))
-    except ClientError as exc:
-        print(f"eo: {exc}", file=sys.stderr)
-        return 1
 
 
 def parser() -> argparse.ArgumentParser:
@@ -433,78 +339,6 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-SYSTEM_HELP = "the OW system: source.system of the message and the NATS user (default eo-cli)"
-
-
-def add_referral_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-    referral = commands.add_parser(
-        "referral",
-        help="act as an OW system or a provider: send, respond, cancel, watch, show",
-        description="Talk to a running router over NATS (NATS_URL, default the `make run` "
-        "server) and its HTTP API (ROUTER_URL, default http://127.0.0.1:8001).",
-    )
-    actions = referral.add_subparsers(dest="action", required=True, metavar="ACTION")
-    referral.set_defaults(handler=cmd_referral)
-
-    send = actions.add_parser(
-        "send",
-        help="publish a referral.requested, as an OW system would",
-        epilog="example: eo referral send --community Almonte --need resume_writing --wait",
-    )
-    where = send.add_mutually_exclusive_group(required=True)
-    where.add_argument("--postal-code", help="the client's postal code, e.g. 'K7A 1A1'")
-    where.add_argument("--community", help="the client's community, e.g. Almonte")
-    where.add_argument("--lat", type=float, help="latitude (give --lon too)")
-    send.add_argument("--lon", type=float, help="longitude (with --lat)")
-    send.add_argument(
-        "--need", action="append", required=True, metavar="SERVICE",
-        help="a service code the client needs (repeatable), e.g. resume_writing; "
-        "see GET /api/v1/taxonomy on the directory",
-    )  # fmt: skip
-    send.add_argument("--language", choices=["en", "fr"], default="en")
-    send.add_argument("--age", type=int)
-    send.add_argument("--accessibility", action="append", metavar="CODE")
-    send.add_argument("--eligibility", action="append", metavar="CODE", help="default ow_recipient")
-    send.add_argument("--max-distance-km", type=float)
-    send.add_argument("--preferred-provider", metavar="PROVIDER_ID")
-    send.add_argument("--exclude-provider", action="append", metavar="PROVIDER_ID")
-    send.add_argument("--client-ref", help="opaque client reference (default: random)")
-    send.add_argument("--system", default="eo-cli", help=SYSTEM_HELP)
-    send.add_argument(
-        "--wait", action="store_true", help="print status events until offered or final"
-    )
-    send.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (30)")
-
-    respond = actions.add_parser(
-        "respond",
-        help="answer an offer, as a provider would (as its NATS user, provider-<PROVIDER_ID>)",
-    )
-    respond.add_argument("--provider", required=True, metavar="PROVIDER_ID")
-    respond.add_argument("--referral", required=True, type=uuid.UUID, metavar="REFERRAL_ID")
-    respond.add_argument(
-        "--offer", type=uuid.UUID, metavar="OFFER_ID",
-        help="default: the referral's open offer, asked from the router",
-    )  # fmt: skip
-    decision = respond.add_mutually_exclusive_group(required=True)
-    decision.add_argument("--accept", action="store_true")
-    decision.add_argument("--decline", action="store_true")
-    respond.add_argument("--reason", help="why (shown to OW)")
-
-    cancel = actions.add_parser("cancel", help="withdraw a referral, as OW would")
-    cancel.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")
-    cancel.add_argument("--reason", default="withdrawn by the caseworker")
-    cancel.add_argument("--system", default="eo-cli", help=SYSTEM_HELP)
-
-    watch = actions.add_parser(
-        "watch", help="print status events, offers and dead letters (as the NATS operator)"
-    )
-    watch.add_argument("--provider", metavar="PROVIDER_ID", help="only this provider's offers")
-    watch.add_argument("--json", action="store_true", help="one JSON object per line")
-
-    show = actions.add_parser("show", help="a referral's state and full history (router HTTP)")
-    show.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -513,7 +347,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except msgspec.ValidationError as exc:
         print(f"eo: invalid configuration: {exc} (see eo --help)", file=sys.stderr)
         return 2
-    except ServerStartError as exc:
+    except (ServerStartError, DirectorySchemaMissing) as exc:
         print(f"eo: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -17,8 +17,9 @@ import pytest
 from litestar.testing import AsyncTestClient
 from nats.aio.client import Client as NatsClient
 
-from services.directory.app import MIGRATIONS, create_app
-from services.directory.seed import load_seed
+from services.directory.app import create_app
+from services.directory.schema import MIGRATIONS
+from services.directory.seed import load_seed, seed_provider_ids
 from services.directory.settings import DirectorySettings
 from services.directory.tokens import Role, TokenStore
 from services.infra.embedded import Servers, free_port, running_servers
@@ -44,7 +45,9 @@ def infra_settings() -> Iterator[InfraSettings]:
 
 @pytest.fixture(scope="session")
 def servers(infra_settings: InfraSettings) -> Iterator[Servers]:
-    with running_servers(infra_settings, durable=False) as running:
+    with running_servers(
+        infra_settings, provider_ids=seed_provider_ids(), durable=False
+    ) as running:
         yield running
 
 

@@ -27,6 +27,7 @@ from contracts.referrals import (
     Source,
 )
 from contracts.subjects import CANCEL, REQUESTED, STREAM, response_subject
+from tests.waits import until
 
 T = TypeVar("T")
 
@@ -131,14 +132,11 @@ class Observer:
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_for(self, done: Callable[[], T | None], within: float = 15.0) -> T:
-        async def check() -> T:
-            async with self._changed:
-                while not (result := done()):
-                    await self._changed.wait()
-                return result
-
-        return await asyncio.wait_for(check(), within)
+    async def wait_for(
+        self, done: Callable[[], T | None], within: float = 15.0, what: str | None = None
+    ) -> T:
+        """What ``done()`` gives once it is truthy, checked again on each message received."""
+        return await until(done, within=within, what=what, wake=self._changed)
 
     def statuses(self, referral_id: uuid.UUID) -> list[str]:
         return [s.status for s in self.status if s.referral_id == referral_id]
@@ -157,7 +155,7 @@ class Observer:
             last = self.last_status(referral_id)
             return last if last and last.status in TERMINAL_STATUSES else None
 
-        return await self.wait_for(terminal, within)
+        return await self.wait_for(terminal, within, f"a final status of referral {referral_id}")
 
     async def until_offer(
         self, referral_id: uuid.UUID, attempt: int, within: float = 15.0
@@ -165,10 +163,12 @@ class Observer:
         def offered() -> ReferralOffered | None:
             return next((o for o in self.offers(referral_id) if o.attempt == attempt), None)
 
-        return await self.wait_for(offered, within)
+        return await self.wait_for(offered, within, f"offer {attempt} of referral {referral_id}")
 
     async def until_dead(self, count: int, within: float = 15.0) -> list[DeadLetter]:
-        return await self.wait_for(lambda: self.dead if len(self.dead) >= count else None, within)
+        return await self.wait_for(
+            lambda: self.dead if len(self.dead) >= count else None, within, f"{count} dead letters"
+        )
 
 
 def as_dict(struct: msgspec.Struct) -> Any:

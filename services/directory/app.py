@@ -2,7 +2,6 @@
 
 import contextlib
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -29,6 +28,7 @@ from services.directory.hsds.api import hsds_router
 from services.directory.limits import MAX_BODY_BYTES
 from services.directory.openapi import ClosedStructSchemaPlugin, openapi_config
 from services.directory.placement import make_geocoder
+from services.directory.schema import MIGRATIONS
 from services.directory.seed import load_seed
 from services.directory.settings import DirectorySettings
 from services.directory.store import DirectoryStore
@@ -45,7 +45,6 @@ from services.infra.migrations import apply_migrations, pending_migrations
 
 log = structlog.get_logger("directory")
 
-MIGRATIONS = Path(__file__).parent / "migrations"
 NOT_READY = ResponseSpec(dict[str, Any], description="The database is unreachable or migrating")
 
 

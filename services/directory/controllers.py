@@ -28,9 +28,10 @@ from contracts.directory import (
 )
 from services.directory import openapi
 from services.directory.auth import PUBLIC, Principal, require_owner, writers
-from services.directory.candidates import SiteFilter, nearest_sites
 from services.directory.errors import InvalidInput
-from services.directory.placement import merge_site_patch, place_site
+from services.directory.placement import patch_site, place_site
+from services.directory.search import nearest_sites
+from services.directory.site_query import SiteFilter
 from services.directory.store import DirectoryStore
 from services.geo import Gazetteer
 
@@ -240,13 +241,10 @@ class SiteController(Controller):
         site_id: SiteId,
         data: Annotated[SitePatch, Body(examples=openapi.SITE_CHANGES)],
     ) -> Site:
-        async with store.conn.transaction():
-            # Locked, so two concurrent patches cannot undo each other's fields.
-            current = await store.get_site(site_id, for_update=True)
-            merged = merge_site_patch(current, data)
-            require_owner(caller, merged.provider_id, field="$.provider_id")
-            placed = await asyncio.to_thread(place_site, merged, state.geocoder)
-            return await store.upsert_site(placed, verified=datetime.date.today())
+        def owned(site: SiteCreate) -> None:
+            require_owner(caller, site.provider_id, field="$.provider_id")
+
+        return await patch_site(store, site_id, data, state.geocoder, check=owned)
 
     @delete("/{site_id:str}", guards=WRITERS, security=openapi.BEARER, responses=openapi.DELETE)
     async def delete_site(self, store: Store, site_id: SiteId) -> None:

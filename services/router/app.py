@@ -3,10 +3,12 @@
 The app's lifespan owns everything the router runs: the PostgreSQL pool, the NATS connection,
 the stream and consumer set-up, and the consumer and sweeper loops. Serving the app (``eo
 router``, ``eo run``) runs the router; shutting it down drains the loops, then NATS, then the pool.
+``wiring(settings)`` is where the handlers' store and directory are chosen: PostgreSQL here.
 """
 
 import asyncio
 import contextlib
+import datetime
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,19 +26,48 @@ from litestar.params import PathParameter
 from nats.aio.client import Client as NatsClient
 
 from contracts.router import ReferralView
-from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS
 from services.geo import default_gazetteer
-from services.infra.db import keep_session
+from services.infra.db import Connection, keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations
 from services.infra.nats_auth import redact, servers_option, strip_login, url_login
+from services.router.directory import SqlDirectory, missing_directory_schema
 from services.router.settings import RouterSettings
-from services.router.store import RouterStore
-from services.router.worker import Router, set_up_stream
+from services.router.store import SqlStore
+from services.router.stream import set_up_stream
+from services.router.unit_of_work import Wiring
+from services.router.worker import Router
 
 log = structlog.get_logger("router")
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class DirectorySchemaMissing(RuntimeError):
+    """The database lacks the directory's tables, which the candidates query reads."""
+
+
+def wiring(settings: RouterSettings) -> Wiring:
+    """The handlers' collaborators in the service: the router's SQL store and the directory's
+    candidates query, on each transaction's connection."""
+    return Wiring(
+        store=SqlStore,
+        directory=SqlDirectory,
+        offer_timeout=datetime.timedelta(seconds=settings.offer_timeout_s),
+        candidates=settings.candidates,
+    )
+
+
+async def check_directory_schema(conn: Connection) -> None:
+    """Refuse to start without the directory's schema: the router applies only its own
+    migrations; ``eo migrate`` (or the directory service) applies the directory's."""
+    missing = await missing_directory_schema(conn)
+    if missing:
+        raise DirectorySchemaMissing(
+            "the database has no (or an outdated) directory schema: its migrations "
+            f"{', '.join(missing)} are not applied. Run `eo migrate` (or start the directory "
+            "service) on this database first."
+        )
 
 
 async def connect_nats(url: str, *, name: str = "eo-router") -> NatsClient:
@@ -86,7 +117,7 @@ async def get_referral(
 ) -> ReferralView:
     """A referral's state, its current offer, every offer and its full history with reasons."""
     async with state.pool.acquire() as conn:
-        view = await RouterStore(conn).referral_view(referral_id)
+        view = await SqlStore(conn).referral_view(referral_id)
     if view is None:
         raise NotFoundException(f"no referral {referral_id}")
     return view
@@ -123,22 +154,21 @@ def create_app(settings: RouterSettings) -> Litestar:
             reset=keep_session,
         )
         try:
-            if settings.apply_migrations:
-                async with pool.acquire() as conn:
-                    # The candidates query reads the directory's tables: make sure they exist
-                    # whichever service starts first.
-                    await apply_migrations(conn, "directory", DIRECTORY_MIGRATIONS)
+            async with pool.acquire() as conn:
+                try:
+                    await check_directory_schema(conn)
+                except DirectorySchemaMissing as exc:
+                    log.error("router.cannot_start", reason=str(exc))
+                    raise
+                if settings.apply_migrations:
                     await apply_migrations(conn, "router", MIGRATIONS)
             nc = await connect_nats(settings.nats_url)
             try:
                 js = nc.jetstream()
                 await set_up_stream(js, settings)
-                router = Router(pool, js, settings, default_gazetteer())
+                router = Router(pool, js, settings, wiring(settings), default_gazetteer().resolve)
                 stop = asyncio.Event()
-                loops = [
-                    asyncio.create_task(router.consume(stop), name="router.consume"),
-                    asyncio.create_task(router.sweep(stop), name="router.sweep"),
-                ]
+                loops = router.start(stop)
                 app.state.update(pool=pool, nc=nc, router=router)
                 log.info("router.started", nats=strip_login(settings.nats_url), port=settings.port)
                 try:

@@ -1,16 +1,37 @@
-"""The router's ``Directory`` port on PostgreSQL: the directory's candidates query and capacity
-functions, run on the connection (and so in the transaction) the handler uses.
+"""The router's ``Directory`` port on PostgreSQL, through the directory's one door for it
+(``services.directory.candidates``), on the connection (and so in the transaction) the
+handler uses. The only module of the router that imports the directory.
 """
 
-from services.directory.candidates import (
-    SiteFilter,
-    exclusions,
-    nearest_sites,
-    release_place,
-    reserve_place,
-)
+from collections.abc import Sequence
+
+from contracts.referrals import ReferralRequested
+from services.directory import candidates
 from services.infra.db import Connection
 from services.router.matching import Candidate
+from services.router.model import Point
+
+__all__ = ["SqlDirectory", "missing_directory_schema"]
+
+#: The directory's migrations not applied on a database (the router cannot start without them).
+missing_directory_schema = candidates.missing_schema
+
+
+def _criteria(
+    request: ReferralRequested, skip_sites: Sequence[str], only_provider: str | None = None
+) -> candidates.Criteria:
+    client = request.client
+    return candidates.Criteria(
+        needs=request.needs,
+        language=client.language,
+        accessibility=client.accessibility_needs,
+        age=client.age,
+        eligibility=client.eligibility,
+        max_distance_km=request.max_distance_km,
+        exclude_providers=request.exclude_provider_ids,
+        exclude_sites=skip_sites,
+        only_provider=only_provider,
+    )
 
 
 class SqlDirectory:
@@ -18,20 +39,33 @@ class SqlDirectory:
         self.conn = conn
 
     async def suitable(
-        self, lat: float, lon: float, where: SiteFilter, limit: int
+        self,
+        at: Point,
+        request: ReferralRequested,
+        *,
+        skip_sites: Sequence[str],
+        only_provider: str | None = None,
+        limit: int,
     ) -> list[Candidate]:
+        criteria = _criteria(request, skip_sites, only_provider)
         return [
-            Candidate(hit.site.id, hit.provider.id, hit.distance_km, hit.site.reserved)
-            for hit in await nearest_sites(self.conn, lat, lon, where, limit)
+            Candidate(site.site_id, site.provider_id, site.distance_km, site.reserved)
+            for site in await candidates.suitable_sites(self.conn, at.lat, at.lon, criteria, limit)
         ]
 
     async def excluded(
-        self, lat: float, lon: float, where: SiteFilter, within_km: float | None
+        self,
+        at: Point,
+        request: ReferralRequested,
+        *,
+        skip_sites: Sequence[str],
+        within_km: float | None,
     ) -> dict[str, int]:
-        return await exclusions(self.conn, lat, lon, where, within_km=within_km)
+        criteria = _criteria(request, skip_sites)
+        return await candidates.exclusions(self.conn, at.lat, at.lon, criteria, within_km=within_km)
 
     async def reserve(self, site_id: str) -> bool:
-        return await reserve_place(self.conn, site_id)
+        return await candidates.reserve_place(self.conn, site_id)
 
     async def release(self, site_id: str) -> None:
-        await release_place(self.conn, site_id)
+        await candidates.release_place(self.conn, site_id)

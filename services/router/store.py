@@ -1,71 +1,26 @@
 """All SQL of the router schema: referrals, offers, history, the outbox and handled message ids.
 
-A ``RouterStore`` wraps one connection; the worker opens the transaction around a handler,
-so everything a handler writes through it commits together (or not at all).
+A ``SqlStore`` wraps one connection and implements ``ports.Store``; the unit of work opens the
+transaction around a handler, so everything a handler writes through it commits together (or
+not at all). It also answers the HTTP API's view of a referral.
 """
 
 import datetime
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 
 from contracts.codec import decode_inbound, encode
-from contracts.common import Message
-from contracts.referrals import Explanation, ReferralRequested, ReferralStatus
+from contracts.directory import Origin
+from contracts.referrals import Explanation, ReferralRequested
 from contracts.router import HistoryEntry, OfferView, ReferralView
 from services.infra.db import Connection
+from services.router.model import OfferEnd, OfferRow, OutboxRow, ReferralRow
+from services.router.ports import History, Outbound, Outcomes, Statuses
 
 _explanation = msgspec.json.Decoder(Explanation)
-
-
-@dataclass(frozen=True)
-class ReferralRow:
-    id: uuid.UUID
-    status: ReferralStatus
-    attempt: int
-    #: None only for a rejected request that could not be decoded.
-    request: ReferralRequested | None
-    lat: float | None
-    lon: float | None
-
-
-@dataclass(frozen=True)
-class OfferRow:
-    id: uuid.UUID
-    referral_id: uuid.UUID
-    attempt: int
-    provider_id: str
-    site_id: str
-    distance_km: float
-    offered_at: datetime.datetime
-    expires_at: datetime.datetime
-
-
-@dataclass(frozen=True)
-class OutboxRow:
-    id: int
-    message_id: uuid.UUID
-    subject: str
-    payload: bytes
-
-
-@dataclass(frozen=True)
-class Transition:
-    """One history entry: an event and the state after it (or a refusal, state unchanged)."""
-
-    event: str
-    status: ReferralStatus
-    attempt: int
-    refused: bool = False
-    provider_id: str | None = None
-    site_id: str | None = None
-    distance_km: float | None = None
-    reason: str | None = None
-    explanation: Explanation | None = None
-    message_id: uuid.UUID | None = None
 
 
 def _request(value: str | None) -> ReferralRequested | None:
@@ -92,7 +47,7 @@ _OFFER_COLUMNS = (
 )
 
 
-class RouterStore:
+class SqlStore:
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 
@@ -125,10 +80,7 @@ class RouterStore:
         self,
         request: ReferralRequested,
         *,
-        lat: float,
-        lon: float,
-        precision: str,
-        resolved_from: str,
+        origin: Origin,
         now: datetime.datetime,
     ) -> bool:
         """Store a new referral as ``received``; False when its id is already known."""
@@ -139,10 +91,10 @@ class RouterStore:
             " ON CONFLICT (id) DO NOTHING RETURNING true",
             request.referral_id,
             encode(request).decode(),
-            lat,
-            lon,
-            precision,
-            resolved_from,
+            origin.lat,
+            origin.lon,
+            origin.precision,
+            origin.resolved_from,
             request.source.system,
             now,
         )
@@ -209,7 +161,9 @@ class RouterStore:
             offer.expires_at,
         )
 
-    async def close_offer(self, offer_id: uuid.UUID, state: str, now: datetime.datetime) -> None:
+    async def close_offer(
+        self, offer_id: uuid.UUID, state: OfferEnd, now: datetime.datetime
+    ) -> None:
         await self.conn.execute(
             "UPDATE router.offer SET state = $2, closed_at = $3 WHERE id = $1 AND state = 'open'",
             offer_id,
@@ -221,10 +175,10 @@ class RouterStore:
 
     async def write_behind(
         self,
-        history: Sequence[tuple[uuid.UUID, Transition, datetime.datetime]],
-        statuses: Sequence[tuple[uuid.UUID, ReferralStatus, int, datetime.datetime]],
-        finished: Sequence[tuple[uuid.UUID, str, str | None]],
-        outbox: Sequence[tuple[str, Message]],
+        history: History,
+        statuses: Statuses,
+        finished: Outcomes,
+        outbox: Outbound,
     ) -> list[OutboxRow]:
         """What a transaction's handlers queued, written in one statement (one round trip
         instead of one per row): history entries and outbox rows in the order given, each
@@ -343,7 +297,7 @@ class RouterStore:
         )
 
 
-#: ``RouterStore.write_behind``: four data-modifying CTEs over unnest()ed arrays, one statement.
+#: ``SqlStore.write_behind``: four data-modifying CTEs over unnest()ed arrays, one statement.
 _WRITE_BEHIND = """
 WITH history AS (
     INSERT INTO router.history (referral_id, at, event, status, refused, attempt, provider_id,

@@ -18,7 +18,8 @@ import asyncpg
 from litestar import Litestar, get
 from litestar.datastructures import State
 
-from services.directory.candidates import SiteFilter, nearest_query
+from services.directory.search import search_query
+from services.directory.site_query import SiteFilter
 
 #: The search every contender runs: two services and a language, 10 nearest.
 BENCH_FILTER = SiteFilter(services=("employment_counselling", "skills_training"), language="en")
@@ -28,7 +29,7 @@ POOL_MIN, POOL_MAX = 2, 10
 
 
 def create_bare_app(database_url: str) -> Litestar:
-    sql, args = nearest_query(0.0, 0.0, BENCH_FILTER, BENCH_LIMIT)
+    sql, args = search_query(0.0, 0.0, BENCH_FILTER, BENCH_LIMIT)
     fixed = args[2:]  # everything but the origin ($1, $2)
 
     @contextlib.asynccontextmanager

@@ -26,6 +26,7 @@ import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import REQUESTED, STREAM
+from services.directory.seed import seed_provider_ids
 from services.infra.embedded import free_port, running_servers
 from services.infra.nats_auth import OPERATOR_USER
 from services.infra.settings import InfraSettings
@@ -233,7 +234,7 @@ def main() -> None:
     state = Path(tempfile.mkdtemp(prefix="eo-bench-state-"))
     infra = InfraSettings(state_dir=state, pg_port=free_port(), nats_port=free_port())
     started = time.monotonic()
-    with running_servers(infra, durable=True) as servers:
+    with running_servers(infra, provider_ids=seed_provider_ids(), durable=True) as servers:
         asyncio.run(prepare(servers, args.sites))
         asyncio.run(bench_cluster(servers.database_url, count=args.count))
     print(f"{time.monotonic() - started:.0f} s in all", flush=True)

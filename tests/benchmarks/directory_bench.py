@@ -3,7 +3,7 @@
 ``bench_directory(database_url, sites=...)`` measures, against a directory already migrated and
 generated (tests/benchmarks/generate.py), the search and its floors in one run:
 
-- **bare SQL**: the directory's own nearest-site statement (``candidates.nearest_query``),
+- **bare SQL**: the directory's own nearest-site statement (``search.search_query``),
   run with asyncpg on one held connection in a loop (queries/s, p50/p99), then on 8
   connections at once;
 - **bare litestar**: tests/benchmarks/bare_app.py, a constant JSON endpoint, and one endpoint
@@ -64,9 +64,10 @@ import msgspec
 import uvloop
 from litestar import Litestar
 
-from services.directory.app import MIGRATIONS, create_app
-from services.directory.candidates import nearest_query
-from services.directory.seed import load_seed
+from services.directory.app import create_app
+from services.directory.schema import MIGRATIONS
+from services.directory.search import search_query
+from services.directory.seed import load_seed, seed_provider_ids
 from services.directory.settings import DirectorySettings
 from services.infra.embedded import free_port, running_servers
 from services.infra.migrations import apply_migrations
@@ -172,7 +173,7 @@ async def bench_sql(
     database_url: str, points: Sequence[tuple[float, float]], *, connections: int, seconds: float
 ) -> dict[str, float]:
     """The nearest query straight through asyncpg, each task on its own held connection."""
-    sql, args = nearest_query(0.0, 0.0, BENCH_FILTER, BENCH_LIMIT)
+    sql, args = search_query(0.0, 0.0, BENCH_FILTER, BENCH_LIMIT)
     fixed = args[2:]
     conns = [await asyncpg.connect(database_url) for _ in range(connections)]
     try:
@@ -662,7 +663,7 @@ async def _main(args: argparse.Namespace) -> dict[str, object]:
     state_dir = Path(tempfile.mkdtemp(prefix="eo-bench-state-"))
     try:
         settings = InfraSettings(state_dir=state_dir, pg_port=free_port(), nats_port=free_port())
-        with running_servers(settings, durable=False) as servers:
+        with running_servers(settings, provider_ids=seed_provider_ids(), durable=False) as servers:
             await _prepare(servers.database_url, args.sites)
             return await bench_directory(
                 servers.database_url, sites=args.sites, seconds=args.seconds

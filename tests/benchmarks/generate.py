@@ -54,6 +54,9 @@ def places() -> list[Place]:
         ]
 
 
+#: The columns ``site_rows`` fills, in the order of its tuples. COPY leaves every other column
+#: (address_2, province, phone, hours, catchment_id, ...) at its table default, so this is a
+#: subset of ``services.directory.store.SITE_WRITABLE``, not a copy of it.
 SITE_COLUMNS = [
     "id", "provider_id", "name", "address_1", "city", "postal_code", "lat", "lon",
     "coord_precision", "coord_source", "services", "languages", "accessibility",

@@ -32,9 +32,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 from contracts.codec import encode
 from contracts.common import ClientLocation
 from contracts.subjects import REQUESTED
-from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS
-from services.directory.candidates import nearest_query, referral_filter
-from services.directory.seed import load_seed
+from services.directory.candidates import Criteria, suitable_query
+from services.directory.schema import MIGRATIONS as DIRECTORY_MIGRATIONS
+from services.directory.seed import load_seed, seed_provider_ids
 from services.infra.embedded import Servers, free_port, running_servers
 from services.infra.migrations import apply_migrations
 from services.infra.nats_auth import OPERATOR_USER
@@ -145,10 +145,9 @@ async def floor_loop(nc: NatsClient, database_url: str, stop: asyncio.Event) -> 
                 continue
             for msg in msgs:
                 body = json.loads(msg.data)
-                where = referral_filter(needs=body["needs"], language="en")
-                sql, args = nearest_query(
-                    body["client"]["location"]["lat"], body["client"]["location"]["lon"], where, 5
-                )
+                criteria = Criteria(needs=body["needs"], language="en")
+                location = body["client"]["location"]
+                sql, args = suitable_query(location["lat"], location["lon"], criteria, 5)
                 async with conn.transaction():
                     rows = await conn.fetch(sql, *args)
                     site = rows[0]["id"] if rows else None
@@ -289,7 +288,7 @@ def main() -> None:
     args = parser.parse_args()
     state = Path(tempfile.mkdtemp(prefix="eo-bench-state-"))
     infra = InfraSettings(state_dir=state, pg_port=free_port(), nats_port=free_port())
-    with running_servers(infra, durable=True) as servers:
+    with running_servers(infra, provider_ids=seed_provider_ids(), durable=True) as servers:
         asyncio.run(prepare(servers, args.sites))
         asyncio.run(bench_router(servers, count=args.count, seconds=args.seconds))
 

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from services.directory.seed import seed_provider_ids
 from services.infra.embedded import free_port, running_servers
 from services.infra.settings import InfraSettings
 from tests.benchmarks.cluster_bench import bench_cluster
@@ -97,7 +98,9 @@ def main() -> None:
         "sizes": {},
     }
     rows = []
-    with running_servers(infra, durable=not args.no_fsync) as servers:
+    with running_servers(
+        infra, provider_ids=seed_provider_ids(), durable=not args.no_fsync
+    ) as servers:
         for sites in sizes:
             print(f"\n== {sites:,} sites ==", flush=True)
             asyncio.run(prepare(servers, sites))

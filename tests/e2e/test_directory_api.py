@@ -1,9 +1,15 @@
 """The directory's HTTP API through Litestar's async test client, on the real embedded database."""
 
+import asyncio
 from typing import Any
 
+import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
+
+from services.directory.app import create_app
+from services.directory.settings import DirectorySettings
+from services.geo import OfflineGeocoder
 
 pytestmark = pytest.mark.e2e
 
@@ -299,6 +305,61 @@ async def test_moving_a_site_re_places_it(client: AsyncTestClient, admin) -> Non
     assert moved.json()["lat"] == pytest.approx(45.23, abs=0.02)
     body = (await client.get(NEAREST, params={"community": "Almonte"})).json()
     assert provider_ids(body)[0] == ONTRAC
+
+
+class WritingGeocoder:
+    """The offline geocoder that, each time it is asked, first runs an SQL statement on a
+    connection of its own (from the worker thread the directory calls it in): a write
+    that waits for no lock, or fails within a second."""
+
+    def __init__(self, database_url: str, sql: str, *args: object) -> None:
+        self.database_url, self.sql, self.args = database_url, sql, args
+        self.calls = 0
+        self.errors: list[Exception] = []
+        self.offline = OfflineGeocoder()
+
+    def geocode(self, query: str, *, exactly_one: bool = True) -> Any:
+        assert exactly_one
+        self.calls += 1
+        try:
+            asyncio.run(self.write())
+        except asyncpg.PostgresError as exc:
+            self.errors.append(exc)
+        return self.offline.geocode(query)
+
+    async def write(self) -> None:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            await conn.execute("SET lock_timeout = '1s'")
+            await conn.execute(self.sql, *self.args)
+        finally:
+            await conn.close()
+
+
+async def test_a_patch_geocodes_before_locking_the_site(
+    directory_settings: DirectorySettings, fresh_database_url: str, admin
+) -> None:
+    """The geocoder (maybe a network one) is called while the site's row is not locked, and
+    a write that lands meanwhile survives the patch: it is merged again under the lock."""
+    site_id = "ontrac-employment-resource-services-smiths-falls"
+    geocoder = WritingGeocoder(
+        fresh_database_url, "UPDATE directory.site SET capacity = 7 WHERE id = $1", site_id
+    )
+    app = create_app(directory_settings)
+    app.state.geocoder = geocoder
+    async with AsyncTestClient(app=app) as client:
+        moved = await client.patch(
+            f"/api/v1/sites/{site_id}",
+            json={"address": {"address_1": "1 Main St", "city": "Almonte"}},
+            headers=admin,
+        )
+    assert moved.status_code == 200, moved.text
+    assert geocoder.calls > 0
+    assert geocoder.errors == []
+    assert moved.json()["capacity"] == 7
+    assert moved.json()["address"]["city"] == "Almonte"
+    assert moved.json()["lat"] == pytest.approx(45.23, abs=0.02)
+    assert moved.json()["coord_source"].startswith("WritingGeocoder: ")
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,7 @@ from services.directory.app import create_app
 from services.directory.settings import DirectorySettings
 from services.infra.embedded import free_port
 from tests.referrals import CCA_SITE
+from tests.waits import until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -70,10 +71,14 @@ async def finder(fresh_database_url: str) -> AsyncIterator[Finder]:
         uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:
+
+    def started() -> bool:
         if task.done():
             task.result()  # raises what stopped it
-        await asyncio.sleep(0.05)
+            raise AssertionError("uvicorn stopped before it started serving")
+        return bool(server.started)
+
+    await until(started, within=30, what="uvicorn to serve the directory")
 
     async def stop() -> None:
         server.should_exit = True

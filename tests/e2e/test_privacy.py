@@ -9,7 +9,6 @@ for operators only; this run sends no invalid message.)
 
 import asyncio
 import datetime
-import inspect
 import json
 import re
 import shutil
@@ -28,6 +27,7 @@ from contracts.subjects import STREAM
 from services.infra.nats_auth import OPERATOR_USER, load_login, provider_user_name
 from tests.e2e.test_run_command import EO, eo_run_environment, wait_ready
 from tests.referrals import CCA
+from tests.waits import until
 
 pytestmark = pytest.mark.e2e
 
@@ -122,19 +122,6 @@ async def read_stream(url: str, login: Any) -> list[tuple[str, bytes]]:
         await nc.close()
 
 
-async def until(check: Any, within: float = 30.0) -> Any:
-    """Poll ``check`` (plain or async) until it gives something true; that."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if inspect.isawaitable(result):
-            result = await result
-        if result:
-            return result
-        assert asyncio.get_running_loop().time() < deadline, "timed out"
-        await asyncio.sleep(0.1)
-
-
 async def views(router: str, referral_ids: list[str], statuses: set[str]) -> list[Any]:
     """The router's views of the referrals once all are in ``statuses``, else []."""
     async with httpx.AsyncClient(base_url=router) as http:
@@ -179,14 +166,16 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
                 )
             # Routed (the demo's sample provider answers its own referrals, not these), and
             # the offers to CCA delivered to its subscription.
-            routed = await until(lambda: views(router, sent, {"offered", "unmatched"}))
+            routed = await until(
+                lambda: views(router, sent, {"offered", "unmatched"}), within=30, every=0.1
+            )
             to_cca = {
                 v["referral_id"]
                 for v in routed
                 if v["current_offer"] and v["current_offer"]["provider_id"] == CCA
             }
             assert to_cca  # Almonte's goes to Canadian Career Academy
-            await until(lambda: to_cca <= {o["referral_id"] for o in offers})
+            await until(lambda: to_cca <= {o["referral_id"] for o in offers}, within=30, every=0.1)
             ours = [o for o in offers if o["referral_id"] in to_cca]
             for offer in ours:  # CCA answers ours, with personal data in unknown fields
                 reply = {
@@ -203,7 +192,7 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
                     json.dumps(reply).encode(),
                     headers={"Nats-Msg-Id": reply["message_id"]},
                 )
-            await until(lambda: views(router, sorted(to_cca), {"accepted"}))
+            await until(lambda: views(router, sorted(to_cca), {"accepted"}), within=30, every=0.1)
         finally:
             await ow.close()
             await provider.close()

@@ -11,9 +11,9 @@ import os
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncpg
 import httpx
@@ -38,9 +38,10 @@ from contracts.subjects import (
 )
 from services.geo import default_gazetteer
 from services.infra.embedded import free_port
-from services.router.app import create_app as create_router_app
+from services.router.app import create_app as create_router_app, wiring
 from services.router.settings import RouterSettings
-from services.router.worker import Router, ensure_stream_and_consumer
+from services.router.stream import ensure_stream_and_consumer
+from services.router.worker import Router
 from tests.referrals import (
     CCA,
     CCA_SITE,
@@ -56,10 +57,9 @@ from tests.referrals import (
     publish,
     send_request,
 )
+from tests.waits import until
 
 pytestmark = pytest.mark.e2e
-
-T = TypeVar("T")
 
 
 @contextlib.asynccontextmanager
@@ -69,15 +69,6 @@ async def database(url: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await conn.close()
-
-
-async def until(check: Callable[[], Awaitable[T | None]], within: float = 15.0) -> T:
-    """Poll ``check`` (for state no observer event announces) until it answers something."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not (result := await check()):
-        assert asyncio.get_running_loop().time() < deadline, f"not within {within} s"
-        await asyncio.sleep(0.05)
-    return result
 
 
 async def places(url: str) -> dict[str, tuple[int, int]]:
@@ -374,7 +365,7 @@ async def test_invalid_messages_are_dead_lettered_once_with_the_reason(
         info = await js.consumer_info(STREAM, ROUTER_DURABLE)
         return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
-    await until(settled)
+    await until(settled, what="every message acked")
     await asyncio.sleep(1.5)  # longer than the first redelivery backoff (1 s)
     info = await js.consumer_info(STREAM, ROUTER_DURABLE)
     assert (info.num_pending, info.num_ack_pending, info.num_redelivered) == (0, 0, 0)
@@ -412,9 +403,11 @@ async def test_redelivery_after_a_crash_before_ack_changes_nothing_twice(
         sub = await crashed_js.pull_subscribe_bind(durable=ROUTER_DURABLE, stream=STREAM)
         [msg] = await sub.fetch(1, timeout=5)
         assert msg.metadata.num_delivered == 1
-        crashed = Router(pool, crashed_js, router_settings, default_gazetteer())
+        crashed = Router(
+            pool, crashed_js, router_settings, wiring(router_settings), default_gazetteer().resolve
+        )
         async with pool.acquire() as held:
-            handled, rows = await crashed._dispatch(
+            handled, rows = await crashed.consumer.dispatch(
                 held, msg.subject, msg.data, msg.metadata.sequence.stream
             )
         assert (handled.outcome, handled.referral_id) == ("offered", rid)
@@ -438,7 +431,7 @@ async def test_redelivery_after_a_crash_before_ack_changes_nothing_twice(
             assert info.delivered is not None
             return bool(info.delivered.consumer_seq >= 2 and info.num_ack_pending == 0)
 
-        await until(redelivered_and_acked, within=10)
+        await until(redelivered_and_acked, within=10, what="the redelivery, acked")
         ready = (await router.get("/ready")).json()
         view = (await router.get(f"/api/v1/referrals/{rid}")).json()
     assert ready["handled"] == 1  # the redelivery, handled and acked by the new router
@@ -527,7 +520,7 @@ async def wait_ready(replica: Replica, http: httpx.AsyncClient) -> None:
         except httpx.TransportError:
             return False
 
-    await until(ready, within=30)
+    await until(ready, within=30, what=f"{replica.base}/ready to answer 200")
 
 
 async def test_two_router_processes_never_overcommit_a_site(

@@ -1,10 +1,11 @@
 """The router end to end on real JetStream and PostgreSQL (DESIGN.md sections 1, 3, 4 and 6)."""
 
-import asyncio
 import uuid
+from typing import Any
 
 import asyncpg
 import pytest
+from litestar.testing import AsyncTestClient
 
 from contracts.common import ClientLocation
 from tests.referrals import (
@@ -22,8 +23,19 @@ from tests.referrals import (
     send_request,
     send_response,
 )
+from tests.waits import until
 
 pytestmark = pytest.mark.e2e
+
+
+async def refused_last(router: AsyncTestClient, referral_id: uuid.UUID) -> dict[str, Any]:
+    """The router's view of the referral once its history ends with a refused message."""
+
+    async def view() -> dict[str, Any] | None:
+        found: dict[str, Any] = (await router.get(f"/api/v1/referrals/{referral_id}")).json()
+        return found if found["history"][-1].get("refused") else None
+
+    return await until(view, what=f"a refusal at the end of referral {referral_id}'s history")
 
 
 async def test_accept(router, observer: Observer, nc, router_settings) -> None:
@@ -119,8 +131,13 @@ async def test_same_referral_published_twice_is_one_referral(
     again = make_request(referral_id=request.referral_id)
     await send_request(js, again)
     await observer.until_offer(request.referral_id, 1)
-    await asyncio.sleep(1.0)
+    # Nothing more happens: a cancel sent after the copies is handled after them (one
+    # referral's messages in stream order) and published after whatever they made, so once
+    # the observer has its status event it has seen everything the copies led to.
+    await send_cancel(js, cancel(request.referral_id))
+    await observer.until_terminal(request.referral_id)
     assert len(observer.offers(request.referral_id)) == 1
+    assert observer.statuses(request.referral_id) == ["received", "offered", "cancelled"]
     conn = await asyncpg.connect(router_settings.database_url)
     try:
         offers = await conn.fetchval(
@@ -149,12 +166,7 @@ async def test_cancel_withdraws_an_open_offer(
     assert "withdrawn" in (final.reason or "")
     # The provider's late accept changes nothing and is recorded as refused.
     await send_response(js, CCA, answer(offer, "accept"))
-    view = {}
-    for _ in range(50):
-        view = (await router.get(f"/api/v1/referrals/{request.referral_id}")).json()
-        if view["history"][-1].get("refused"):
-            break
-        await asyncio.sleep(0.1)
+    view = await refused_last(router, request.referral_id)
     assert view["status"] == "cancelled"
     assert view["history"][-1]["reason"] == "the referral is already cancelled"
     conn = await asyncpg.connect(router_settings.database_url)
@@ -173,8 +185,7 @@ async def test_response_from_another_provider_is_refused(router, observer: Obser
     await send_request(js, request)
     offer = await observer.until_offer(request.referral_id, 1)
     await send_response(js, CES, answer(offer, "accept"))  # CES answers CCA's offer
-    await asyncio.sleep(0.5)
-    view = (await router.get(f"/api/v1/referrals/{request.referral_id}")).json()
+    view = await refused_last(router, request.referral_id)
     assert view["status"] == "offered"
     assert view["history"][-1].get("refused") is True
     assert view["history"][-1]["reason"] == f"provider {CES} does not hold the open offer"

@@ -15,10 +15,11 @@ import pytest
 from litestar.testing import AsyncTestClient
 from nats.aio.client import Client as NatsClient
 
-from services.directory.app import MIGRATIONS
-from services.directory.seed import load_seed
+from services.directory.schema import MIGRATIONS
+from services.directory.seed import load_seed, seed_provider_ids
 from services.infra.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.infra.migrations import apply_migrations
+from services.infra.nats_auth import default_users
 from services.router.app import create_app
 from services.router.settings import RouterSettings
 from tests.referrals import Observer, make_request, send_request
@@ -30,7 +31,8 @@ pytestmark = pytest.mark.e2e
 def own_servers() -> Iterator[tuple[EmbeddedPostgres, EmbeddedNats]]:
     state = Path(tempfile.mkdtemp(prefix="eo-test-outage-"))
     postgres = EmbeddedPostgres(state / "postgres", port=free_port(), durable=False)
-    broker = EmbeddedNats(state / "nats", port=free_port(), durable=False)
+    users = default_users(provider_ids=seed_provider_ids())
+    broker = EmbeddedNats(state / "nats", port=free_port(), durable=False, users=users)
     postgres.start()
     broker.start()
     try:

@@ -9,14 +9,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
+import threading
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 import pytest
 
 from services.infra.embedded import free_port
+from tests.waits import until_sync
 
 pytestmark = pytest.mark.e2e
 
@@ -34,16 +35,48 @@ def flat(text: str) -> str:
 
 
 def wait_ready(process: subprocess.Popen[Any], url: str, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
+    """Until ``url`` answers 200; fails at once if ``eo run`` exits meanwhile."""
+
+    def ready() -> bool:
         assert process.poll() is None, "eo run exited early"
         try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"{url} not ready in {seconds} s"
-        time.sleep(0.2)
+            return False
+
+    until_sync(ready, within=seconds, every=0.2, what=f"{url} to answer 200")
+
+
+class Printed:
+    """What a process prints on a pipe, read by a thread as it comes."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self._stream = stream
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self._stream:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def closed(self, seconds: float) -> str:
+        """Everything printed, once the pipe has closed."""
+        self._reader.join(seconds)
+        assert not self._reader.is_alive(), f"the pipe is still open after {seconds} s"
+        self._stream.close()
+        return self.text()
+
+
+def demo_summary(printed: Printed) -> str | None:
+    """The demo's paths of its sample referrals, once it has printed them (all are final)."""
+    text = printed.text()
+    start = text.find("Paths of the sample referrals:")
+    end = text.find("Full history:", max(start, 0))
+    return text[start:end] if 0 <= start < end else None
 
 
 def eo_run_environment(prefix: str) -> tuple[Path, dict[str, int], dict[str, str]]:
@@ -63,8 +96,14 @@ def eo_run_environment(prefix: str) -> tuple[Path, dict[str, int], dict[str, str
 def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
     state, ports, env = eo_run_environment("eo-test-run-")
     process = subprocess.Popen(
-        [str(EO), "run"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+        [str(EO), "run"],
+        env=env | {"PYTHONUNBUFFERED": "1"},  # each line as it is printed, not when it exits
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
+    assert process.stdout is not None
+    printed = Printed(process.stdout)
     base = f"http://127.0.0.1:{ports['DIRECTORY_PORT']}"
     router = f"http://127.0.0.1:{ports['ROUTER_PORT']}"
     try:
@@ -100,10 +139,13 @@ def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
         )
         assert shown.returncode == 0, shown.stderr
         assert '"status": "offered"' in shown.stdout
-        time.sleep(4)  # the demo's sample provider answers after a second per step
+        # The demo's sample provider answers after a second per step; once all its referrals
+        # are final, the demo prints their paths.
+        until_sync(lambda: demo_summary(printed), within=30, every=0.1, what="the demo's paths")
     finally:
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        output = printed.closed(60)
         shutil.rmtree(state, ignore_errors=True)
     assert process.returncode == 0, output
     assert f"postgresql://postgres@127.0.0.1:{ports['EO_PG_PORT']}/eo" in output

@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from services.directory.seed import seed_provider_ids
 from services.infra.embedded import ServerStartError, _port_open, _tail, free_port, terminate
 from services.infra.nats_auth import (
     CREDENTIALS_FOLDER,
@@ -110,7 +111,9 @@ class NatsCluster:
     ) -> None:
         self.root = root.resolve()
         self.durable = durable
-        self.users = list(default_users() if users is None else users)
+        self.users = list(
+            default_users(provider_ids=seed_provider_ids()) if users is None else users
+        )
         self.credentials_dir = self.root / CREDENTIALS_FOLDER
         self.nodes = [
             ClusterNode(name=f"eo-nats-{n}", store_dir=self.root / f"nats-{n}")

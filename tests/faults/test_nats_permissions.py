@@ -46,6 +46,7 @@ from services.infra.embedded import Servers
 from services.infra.nats_auth import OPERATOR_USER, provider_user_name
 from services.router.settings import RouterSettings
 from tests.referrals import CCA, CES, Observer, answer, cancel, make_request
+from tests.waits import until
 
 pytestmark = pytest.mark.faults
 
@@ -195,18 +196,6 @@ class Inbox:
     def offers(self) -> list[ReferralOffered]:
         decoded = [decode_outbound(m.data) for m in self.messages]
         return [m for m in decoded if isinstance(m, ReferralOffered)]
-
-
-async def until(check: Callable[[], Awaitable[bool] | bool], within: float = 15.0) -> None:
-    deadline = time.monotonic() + within
-    while True:
-        result = check()
-        if isinstance(result, Awaitable):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_cross_provider_matrix_over_nats(
@@ -504,8 +493,7 @@ async def test_cross_provider_matrix_over_nats(
             expect="allowed",
             subject=response_subject(A),
         )
-        await until(lambda: _is_not_none(processed(own_subject_answer.message_id)))
-        row = await processed(own_subject_answer.message_id)
+        row = await until(lambda: processed(own_subject_answer.message_id))
         matrix.note(
             "router",
             f"re-checks {response_subject(A)} against the offer's provider",
@@ -624,7 +612,3 @@ async def _fetch(party: Party, durable: str, wait: float = JS_TIMEOUT) -> list[M
         return messages
     finally:
         await sub.unsubscribe()
-
-
-async def _is_not_none(value: Awaitable[object]) -> bool:
-    return await value is not None

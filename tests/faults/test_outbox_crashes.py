@@ -1,7 +1,7 @@
 """A router dies between the outbox commit and its publish, or between the publish and marking
 the rows sent: the next router publishes what is missing, and nothing reaches the stream twice.
 
-The dying router runs the real code path (``Router._dispatch`` commits; ``Router._publish``
+The dying router runs the real code path (``Consumer.dispatch`` commits; ``OutboxPublisher.publish``
 publishes) and then stops short, as a SIGKILL at that point would: no mark-sent, no ack.
 """
 
@@ -17,9 +17,10 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import REQUESTED, ROUTER_DURABLE, STATUS, STREAM, offered_subject
 from services.geo import default_gazetteer
-from services.router.app import create_app
+from services.router.app import create_app, wiring
 from services.router.settings import RouterSettings
-from services.router.worker import Router, ensure_stream_and_consumer
+from services.router.stream import ensure_stream_and_consumer
+from services.router.worker import Router
 from tests.faults.harness import HEADER, Figures
 from tests.referrals import CCA, Observer, make_request, send_request
 
@@ -42,14 +43,16 @@ async def test_a_crash_around_the_outbox_loses_and_duplicates_nothing(
         dying_js = dying.jetstream()
         sub = await dying_js.pull_subscribe_bind(durable=ROUTER_DURABLE, stream=STREAM)
         [msg] = await sub.fetch(1, timeout=5)
-        router = Router(pool, dying_js, router_settings, default_gazetteer())
+        router = Router(
+            pool, dying_js, router_settings, wiring(router_settings), default_gazetteer().resolve
+        )
         async with pool.acquire() as conn:
-            handled, rows = await router._dispatch(
+            handled, rows = await router.consumer.dispatch(
                 conn, msg.subject, msg.data, msg.metadata.sequence.stream
             )
         assert handled.outcome == "offered"
         if crash == "after publish":
-            assert len(await router._publish(rows)) == len(rows)
+            assert len(await router.publisher.publish(rows)) == len(rows)
     finally:
         await pool.close()
         await dying.close()  # the process is gone: nothing marked sent, nothing acked

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import CANCEL, REQUESTED, response_subject
-from services.router.worker import InvalidMessage, parse
+from services.router.consumer import InvalidMessage, parse
 from tests.faults.harness import HEADER, Figures
 from tests.referrals import CCA, Observer, cancel, make_request, publish, send_request
 

@@ -13,10 +13,11 @@ import asyncpg
 import nats
 import pytest
 
-from services.directory.app import MIGRATIONS as DIRECTORY_MIGRATIONS
-from services.directory.seed import load_seed
+from services.directory.schema import MIGRATIONS as DIRECTORY_MIGRATIONS
+from services.directory.seed import load_seed, seed_provider_ids
 from services.infra.embedded import EmbeddedNats, EmbeddedPostgres, free_port
 from services.infra.migrations import apply_migrations
+from services.infra.nats_auth import default_users
 from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS
 from tests.faults.harness import (
     ProviderSimulator,
@@ -35,7 +36,8 @@ REFERRALS = 1000
 def own_servers() -> Iterator[tuple[EmbeddedPostgres, EmbeddedNats, Path]]:
     state = Path(tempfile.mkdtemp(prefix="eo-faults-restart-"))
     postgres = EmbeddedPostgres(state / "postgres", port=free_port(), durable=False)
-    broker = EmbeddedNats(state / "nats", port=free_port(), durable=False)
+    users = default_users(provider_ids=seed_provider_ids())
+    broker = EmbeddedNats(state / "nats", port=free_port(), durable=False, users=users)
     postgres.start()
     broker.start()
     try:

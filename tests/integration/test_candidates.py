@@ -1,4 +1,5 @@
-"""The router's candidates query against real PostgreSQL with the seed data (DESIGN.md s. 4)."""
+"""The router's door into the directory (candidates query, reservations) against real
+PostgreSQL with the seed data (DESIGN.md section 4)."""
 
 import asyncio
 
@@ -6,12 +7,13 @@ import asyncpg
 import pytest
 
 from services.directory.candidates import (
-    SiteFilter,
-    candidates,
-    nearest_query,
+    Criteria,
     release_place,
     reserve_place,
+    suitable_sites,
 )
+from services.directory.search import search_query
+from services.directory.site_query import SiteFilter
 
 pytestmark = pytest.mark.integration
 
@@ -25,12 +27,14 @@ ONTRAC_SITE = "ontrac-employment-resource-services-smiths-falls"
 async def site_ids(conn: asyncpg.Connection, **rules) -> list[str]:
     rules.setdefault("needs", CORE)
     rules.setdefault("language", "en")
-    return [hit.site.id for hit in await candidates(conn, *ALMONTE, **rules)]
+    return [hit.site_id for hit in await suitable_sites(conn, *ALMONTE, Criteria(**rules), 20)]
 
 
 async def test_all_suitable_sites_nearest_first(conn) -> None:
-    hits = await candidates(conn, *ALMONTE, needs=CORE, language="en")
-    assert [h.site.id for h in hits] == [CCA_SITE, CES_SITE, ONTRAC_SITE]
+    hits = await suitable_sites(conn, *ALMONTE, Criteria(needs=CORE, language="en"), 20)
+    assert [h.site_id for h in hits] == [CCA_SITE, CES_SITE, ONTRAC_SITE]
+    assert hits[0].provider_id == "canadian-career-academy"
+    assert (hits[0].reserved, hits[0].capacity) == (0, 25)
     assert hits[0].distance_km == pytest.approx(11.33, abs=0.01)
     assert hits[1].distance_km == pytest.approx(36.90, abs=0.01)
 
@@ -87,7 +91,7 @@ async def test_rule_distance_exclusions_and_already_offered(conn) -> None:
         CES_SITE,
         ONTRAC_SITE,
     ]
-    assert await site_ids(conn, already_offered=[CCA_SITE, CES_SITE]) == [ONTRAC_SITE]
+    assert await site_ids(conn, exclude_sites=[CCA_SITE, CES_SITE]) == [ONTRAC_SITE]
 
 
 async def test_the_query_is_a_knn_index_scan(conn) -> None:
@@ -105,7 +109,7 @@ async def test_the_query_is_a_knn_index_scan(conn) -> None:
     )
     await conn.execute("ANALYZE directory.site")
     where = SiteFilter(services=CORE, language="en", accepting=True)
-    sql, args = nearest_query(*ALMONTE, where, 5)
+    sql, args = search_query(*ALMONTE, where, 5)
     plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {sql}", *args))
     assert "Index Scan using site_position_idx" in plan
     assert "Order By" in plan

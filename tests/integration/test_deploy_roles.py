@@ -13,16 +13,17 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.directory.app import MIGRATIONS
 from services.directory.candidates import reserve_place
+from services.directory.schema import MIGRATIONS
 from services.directory.seed import load_seed
 from services.geo import default_gazetteer
 from services.infra.embedded import Servers
 from services.infra.migrations import apply_migrations
 from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS
 from services.router.directory import SqlDirectory
-from services.router.handlers import Context, on_requested
-from services.router.store import RouterStore
+from services.router.handlers import on_requested
+from services.router.store import SqlStore
+from services.router.unit_of_work import UnitOfWork
 from tests.conftest import with_database
 from tests.referrals import CCA_SITE, make_request
 
@@ -102,15 +103,15 @@ async def test_each_service_role_does_its_own_work_and_nothing_more(roles_databa
     # counts, reserving a place in directory.site, its own tables), in one transaction.
     router = await as_role(url, names["eo_router"])
     try:
-        ctx = Context(
-            store=RouterStore(router),
+        ctx = UnitOfWork(
+            store=SqlStore(router),
             directory=SqlDirectory(router),
             now=datetime.datetime.now(datetime.UTC),
             offer_timeout=datetime.timedelta(days=2),
         )
         async with router.transaction():
             handled = await on_requested(
-                make_request(), ctx=ctx, locate=default_gazetteer().resolve
+                make_request(), uow=ctx, locate=default_gazetteer().resolve
             )
             await ctx.flush()
         assert handled.outcome == "offered", handled

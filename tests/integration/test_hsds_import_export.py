@@ -9,11 +9,11 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from services.directory.app import MIGRATIONS
 from services.directory.hsds import EXAMPLES
 from services.directory.hsds.cli import add_hsds_commands
 from services.directory.hsds.tables import read_datapackage
 from services.directory.hsds.transfer import export_directory, import_tables, load
+from services.directory.schema import MIGRATIONS
 from services.infra.embedded import Servers
 from services.infra.migrations import apply_migrations
 from tests.benchmarks.generate import generate

@@ -10,7 +10,8 @@ import asyncpg
 import nats
 import pytest
 
-from services.directory.app import MIGRATIONS
+from services.directory.schema import MIGRATIONS
+from services.directory.seed import seed_provider_ids
 from services.infra.embedded import free_port, running_servers
 from services.infra.migrations import MigrationError, apply_migrations, pending_migrations
 from services.infra.nats_auth import OPERATOR_USER
@@ -106,9 +107,9 @@ def test_restart_keeps_the_data() -> None:
         return name, message.data or b""
 
     try:
-        with running_servers(settings) as first:
+        with running_servers(settings, provider_ids=seed_provider_ids()) as first:
             asyncio.run(write(first.database_url, first.nats_connect_options(OPERATOR_USER)))
-        with running_servers(settings) as second:
+        with running_servers(settings, provider_ids=seed_provider_ids()) as second:
             assert second.started == ("postgres", "nats")
             operator = second.nats_connect_options(OPERATOR_USER)
             assert asyncio.run(read(second.database_url, operator)) == (
@@ -121,7 +122,7 @@ def test_restart_keeps_the_data() -> None:
 
 def test_configured_servers_are_used_and_not_started(servers) -> None:
     settings = InfraSettings(database_url=servers.database_url, nats_url=servers.nats_url)
-    with running_servers(settings) as used:
+    with running_servers(settings, provider_ids=seed_provider_ids()) as used:
         assert used.started == ()
         assert used.database_url == servers.database_url
         assert used.nats_url == servers.nats_url

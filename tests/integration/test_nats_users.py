@@ -21,6 +21,7 @@ import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from services.directory.seed import seed_provider_ids
 from services.infra.embedded import EmbeddedNats, free_port
 from services.infra.nats_auth import (
     DEPLOY_OW_SYSTEMS,
@@ -31,7 +32,6 @@ from services.infra.nats_auth import (
     load_login,
     login_options,
     password_variable,
-    seed_provider_ids,
     with_login,
     write_accounts,
 )
@@ -79,11 +79,12 @@ async def stream_publish(options: dict[str, Any], subject: str) -> int:
 
 
 def test_embedded_nats_generates_private_logins_and_keeps_them(state: Path) -> None:
-    broker = EmbeddedNats(state / "nats", port=free_port(), durable=False)
+    users = default_users(provider_ids=seed_provider_ids())
+    broker = EmbeddedNats(state / "nats", port=free_port(), durable=False, users=users)
     broker.start()
     try:
         credentials = state / "credentials"
-        expected = {u.name for u in default_users()}
+        expected = {u.name for u in users}
         assert {f.stem for f in credentials.glob("*.json")} == expected
         assert {"router", "operator", "ow-lanark", "eo-cli", "eo-demo"} <= expected
         assert {f"provider-{p}" for p in seed_provider_ids()} <= expected
@@ -112,7 +113,7 @@ def test_embedded_nats_generates_private_logins_and_keeps_them(state: Path) -> N
         broker.stop()
 
     # A new start (a new process, the same state folder): the same logins work.
-    again = EmbeddedNats(state / "nats", port=broker.port, durable=False)
+    again = EmbeddedNats(state / "nats", port=broker.port, durable=False, users=users)
     again.start()
     try:
         assert again.url == router_url

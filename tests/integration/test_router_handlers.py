@@ -8,8 +8,10 @@ import pytest
 
 from services.geo import default_gazetteer
 from services.router.directory import SqlDirectory
-from services.router.handlers import Context, Handled, on_requested, on_timeout
-from services.router.store import RouterStore
+from services.router.handlers import on_requested, on_timeout
+from services.router.model import Handled
+from services.router.store import SqlStore
+from services.router.unit_of_work import UnitOfWork
 from tests.referrals import CCA_SITE, CES_SITE, make_request
 
 pytestmark = pytest.mark.integration
@@ -18,17 +20,17 @@ NOW = datetime.datetime(2026, 11, 21, 15, 0, tzinfo=datetime.UTC)
 TIMEOUT = datetime.timedelta(days=2)
 
 
-def context(conn: asyncpg.Connection, now: datetime.datetime = NOW) -> Context:
-    return Context(
-        store=RouterStore(conn), directory=SqlDirectory(conn), now=now, offer_timeout=TIMEOUT
+def context(conn: asyncpg.Connection, now: datetime.datetime = NOW) -> UnitOfWork:
+    return UnitOfWork(
+        store=SqlStore(conn), directory=SqlDirectory(conn), now=now, offer_timeout=TIMEOUT
     )
 
 
-async def request_in_tx(conn: asyncpg.Connection, **kwargs) -> tuple[Handled, Context]:
+async def request_in_tx(conn: asyncpg.Connection, **kwargs) -> tuple[Handled, UnitOfWork]:
     ctx = context(conn)
     async with conn.transaction():
         handled = await on_requested(
-            make_request(**kwargs), ctx=ctx, locate=default_gazetteer().resolve
+            make_request(**kwargs), uow=ctx, locate=default_gazetteer().resolve
         )
         await ctx.flush()
     return handled, ctx
@@ -61,13 +63,13 @@ async def test_deadline_passed_counts_as_a_timeout_decline(conn) -> None:
     early = context(conn, NOW + TIMEOUT - datetime.timedelta(seconds=1))
     async with conn.transaction():
         assert await early.store.lock_expired(early.now, 10) == []
-        assert (await on_timeout(referral_id, ctx=early)).outcome == "nothing_due"
+        assert (await on_timeout(referral_id, uow=early)).outcome == "nothing_due"
         await early.flush()
 
     late = context(conn, NOW + TIMEOUT)
     async with conn.transaction():
         assert await late.store.lock_expired(late.now, 10) == [referral_id]
-        handled = await on_timeout(referral_id, ctx=late)
+        handled = await on_timeout(referral_id, uow=late)
         await late.flush()
     assert handled.outcome == "offered"
     assert handled.reason is not None
@@ -94,9 +96,9 @@ async def test_a_replica_skips_deadlines_another_replica_holds(conn, fresh_datab
     other = await asyncpg.connect(fresh_database_url)
     try:
         async with conn.transaction():
-            assert await RouterStore(conn).lock_expired(late, 10) == [handled.referral_id]
+            assert await SqlStore(conn).lock_expired(late, 10) == [handled.referral_id]
             async with other.transaction():
-                assert await RouterStore(other).lock_expired(late, 10) == []
+                assert await SqlStore(other).lock_expired(late, 10) == []
     finally:
         await other.close()
 

@@ -18,6 +18,7 @@ import yaml
 
 from services.cli import parser
 from services.directory.app import create_app as create_directory_app
+from services.directory.seed import seed_provider_ids
 from services.directory.settings import DirectorySettings
 from services.infra.nats_auth import DEPLOY_OW_SYSTEMS, default_users, password_variable
 from services.infra.settings import InfraSettings
@@ -143,7 +144,7 @@ def test_env_example_gives_every_variable_compose_and_nats_need() -> None:
     assert used <= example
     template = (DEPLOY / "nats" / "accounts.template.conf").read_text()
     assert set(re.findall(r"\$(NATS_PASSWORD_\w+)", template)) <= example
-    users = default_users(ow_systems=DEPLOY_OW_SYSTEMS)
+    users = default_users(ow_systems=DEPLOY_OW_SYSTEMS, provider_ids=seed_provider_ids())
     assert {password_variable(u.name) for u in users} <= example
 
 

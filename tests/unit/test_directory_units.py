@@ -10,11 +10,12 @@ from hypothesis import given, settings, strategies as st
 
 from contracts.directory import Address, Site, SiteCreate, SitePatch
 from services.directory.auth import Principal
-from services.directory.candidates import SiteFilter, nearest_query
 from services.directory.errors import InvalidInput
 from services.directory.placement import merge_site_patch, place_site
+from services.directory.search import search_query
 from services.directory.seed import read_seed
 from services.directory.settings import DirectorySettings
+from services.directory.site_query import SiteFilter
 from services.directory.tokens import digest
 from services.geo import OfflineGeocoder, default_gazetteer, geodesic_km
 from services.infra.settings import InfraSettings
@@ -109,11 +110,11 @@ def test_patch_that_breaks_a_rule_across_fields_is_refused() -> None:
 
 
 def test_nearest_query_binds_only_the_filters_given() -> None:
-    sql, args = nearest_query(45.0, -76.0, SiteFilter(), 10)
+    sql, args = search_query(45.0, -76.0, SiteFilter(), 10)
     assert args == [45.0, -76.0, 10]
     assert "ORDER BY s.earth_point <-> (SELECT ll_to_earth($1, $2)) LIMIT $3" in sql
     where = SiteFilter(services=["job_search"], language="fr", radius_km=10, accepting=True)
-    sql, args = nearest_query(45.0, -76.0, where, 5)
+    sql, args = search_query(45.0, -76.0, where, 5)
     assert "earth_box" in sql
     assert "s.reserved < s.capacity" in sql
     assert args == [45.0, -76.0, ["job_search"], "fr", pytest.approx(10_100), 5]

@@ -1,12 +1,29 @@
 """The referral state machine: every allowed transition, and every refused one."""
 
+import datetime
 import itertools
+import uuid
 from typing import get_args
 
 import pytest
 
 from contracts.referrals import TERMINAL_STATUSES, ReferralStatus
-from services.router.lifecycle import Event, Refused, is_terminal, transition
+from services.router.lifecycle import (
+    Cancel,
+    Event,
+    Expire,
+    Match,
+    Refused,
+    Respond,
+    decide,
+    is_terminal,
+    transition,
+)
+from services.router.matching import Candidate, choose
+from services.router.model import OfferRow, ReferralRow
+from tests.referrals import make_request
+
+SECOND = datetime.timedelta(seconds=1)
 
 ALLOWED = {
     ("received", "offer"): "offered",
@@ -57,3 +74,96 @@ def test_a_cancel_reaches_every_non_terminal_state() -> None:
     for state in STATES:
         if not is_terminal(state):
             assert transition(state, "cancel") == "cancelled"
+
+
+# -- decide: the rules around the table ---------------------------------------------------------
+
+NOW = datetime.datetime(2026, 11, 23, 15, 0, tzinfo=datetime.UTC)
+RID = uuid.UUID(int=1)
+OFFER = OfferRow(
+    id=uuid.UUID(int=2),
+    referral_id=RID,
+    attempt=1,
+    provider_id="canadian-career-academy",
+    site_id="cca-carleton-place",
+    distance_km=11.3,
+    offered_at=NOW,
+    expires_at=NOW + datetime.timedelta(days=2),
+)
+
+
+def referral(status: ReferralStatus = "offered") -> ReferralRow:
+    return ReferralRow(RID, status, 1, make_request(referral_id=RID), 45.2, -76.2)
+
+
+def answer(provider: str = OFFER.provider_id, *, accept: bool = True, offer=OFFER.id) -> Respond:
+    return Respond(offer, provider, accept, "evening hours", uuid.uuid4())
+
+
+def test_decline_closes_the_offer_frees_the_place_and_asks_for_the_next_site() -> None:
+    decision = decide(referral(), OFFER, answer(accept=False), NOW)
+    assert decision.close_offer == (OFFER.id, "declined")
+    assert decision.release_site == OFFER.site_id
+    assert decision.offer_next
+    assert decision.status == "declined"
+    [entry] = decision.entries
+    assert entry.reason == "declined by canadian-career-academy: evening hours"
+    assert (entry.site_id, entry.attempt, entry.message_id) == (OFFER.site_id, 1, None)
+
+
+def test_accept_keeps_the_place() -> None:
+    decision = decide(referral(), OFFER, answer(), NOW)
+    assert (decision.outcome, decision.close_offer, decision.release_site) == (
+        "accepted",
+        (OFFER.id, "accepted"),
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "offer", "trigger", "why"),
+    [
+        ("offered", OFFER, answer("ontrac"), "provider ontrac does not hold the open offer"),
+        ("offered", OFFER, answer(offer=uuid.UUID(int=9)), "is not the referral's open offer"),
+        ("offered", None, answer(), "the referral has no open offer"),
+        ("accepted", None, answer(), "the referral is already accepted"),
+        ("cancelled", None, Cancel("moved", uuid.uuid4()), "the referral is already cancelled"),
+    ],
+)
+def test_what_does_not_apply_is_refused_and_changes_nothing(state, offer, trigger, why) -> None:
+    decision = decide(referral(state), offer, trigger, NOW)
+    assert decision.outcome == "refused"
+    assert why in (decision.reason or "")
+    [entry] = decision.entries
+    assert (entry.refused, entry.status) == (True, state)
+    assert decision.status is None
+    assert (decision.close_offer, decision.release_site, decision.new_offer) == (None, None, None)
+
+
+def test_a_deadline_counts_only_once_it_has_passed() -> None:
+    assert decide(referral(), OFFER, Expire(), OFFER.expires_at - SECOND).outcome == "nothing_due"
+    due = decide(referral(), OFFER, Expire(), OFFER.expires_at)
+    assert (due.outcome, due.reason, due.release_site, due.offer_next) == (
+        "expired",
+        "timeout",
+        OFFER.site_id,
+        True,
+    )
+    assert decide(None, None, Expire(), NOW).outcome == "nothing_due"
+
+
+def test_a_match_makes_the_next_attempts_offer_with_its_deadline() -> None:
+    site = Candidate("ces-perth", "community-employment-services", 36.9, 0)
+    choice = choose([site], excluded={})
+    timeout = datetime.timedelta(days=2)
+    decision = decide(referral("declined"), None, Match(choice, timeout, None), NOW)
+    assert decision.new_offer is not None
+    assert (decision.new_offer.attempt, decision.new_offer.expires_at) == (2, NOW + timeout)
+    assert decision.entries[0].attempt == 2
+    [(subject, offered)] = decision.messages
+    assert subject == "referral.offered.community-employment-services"
+    assert getattr(offered, "offer_id", None) == decision.new_offer.id
+    none_left = decide(
+        referral("declined"), None, Match(choose([], excluded={}), timeout, None), NOW
+    )
+    assert (none_left.outcome, none_left.status) == ("unmatched", "unmatched")

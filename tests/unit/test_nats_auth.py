@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from contracts.subjects import provider_durable
+from services.directory.seed import seed_provider_ids
 from services.infra.logs import redact_passwords
 from services.infra.nats_auth import (
     DEPLOY_OW_SYSTEMS,
@@ -24,7 +25,6 @@ from services.infra.nats_auth import (
     provider_user,
     redact,
     router_user,
-    seed_provider_ids,
     strip_login,
     with_login,
 )
@@ -68,7 +68,7 @@ def test_router_and_operator() -> None:
 
 
 def test_nobody_but_router_and_operator_may_read_the_shared_inbox() -> None:
-    for user in default_users():
+    for user in default_users(provider_ids=seed_provider_ids()):
         if user.name in ("router", "operator"):
             continue
         assert user.subscribe is not None
@@ -93,7 +93,7 @@ def test_user_names_are_unique() -> None:
 
 
 def test_default_users_cover_the_seed_providers() -> None:
-    names = [user.name for user in default_users()]
+    names = [user.name for user in default_users(provider_ids=seed_provider_ids())]
 
     assert names[:5] == ["router", "operator", "ow-lanark", "eo-cli", "eo-demo"]
     assert names[5:] == [f"provider-{p}" for p in seed_provider_ids()]

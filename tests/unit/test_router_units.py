@@ -9,15 +9,12 @@ from contracts.codec import encode
 from contracts.common import ClientLocation
 from contracts.referrals import ReferralRequested, ReferralStatusChanged
 from services.client import build_request, describe
-from services.directory.candidates import exclusions_query, referral_filter
+from services.directory.candidates import Criteria
+from services.directory.site_query import exclusions_query
+from services.router.consumer import InvalidMessage, parse
 from services.router.settings import RouterSettings
-from services.router.worker import (
-    InvalidMessage,
-    consumer_config,
-    nak_delay,
-    parse,
-    stream_config,
-)
+from services.router.stream import consumer_config, stream_config
+from services.router.transient import nak_delay
 from tests.referrals import cancel, make_request
 
 REQUEST = make_request()
@@ -122,9 +119,9 @@ def test_settings_from_environment() -> None:
 
 
 def test_exclusion_counts_attribute_each_site_to_its_first_failed_rule() -> None:
-    where = referral_filter(
-        needs=["job_search"], language="fr", max_distance_km=10, already_offered=["a"]
-    )
+    where = Criteria(
+        needs=["job_search"], language="fr", max_distance_km=10, exclude_sites=["a"]
+    ).site_filter()
     sql, args = exclusions_query(45.0, -76.0, where, within_km=12.0, scan=1000)
     order = [sql.index(f"'{rule}'") for rule in ("inactive", "not_accepting_or_full", "services")]
     assert order == sorted(order)

@@ -2,8 +2,9 @@
 
 ``mapping`` turns providers, sites and the taxonomy into HSDS objects and back (pure);
 ``tables`` flattens HSDS JSON into the tabular form and reads / writes CSV datapackages;
-``importer`` maps tables onto the model with a row-level report; ``db`` holds the SQL;
-``api`` serves the HSDS API profile under ``/hsds``; ``cli`` is ``eo hsds import|export``.
+``importer`` maps tables onto the model with a row-level report; ``db`` holds the SQL of
+import and export; ``api`` serves the HSDS API profile under ``/hsds`` and ``store`` holds its
+SQL; ``cli`` is ``eo hsds import|export``.
 The official schemas, datapackage descriptor and examples are in ``data/`` (CC BY-SA 4.0).
 """
 

@@ -11,7 +11,6 @@ import asyncpg
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from services.directory.app import MIGRATIONS
 from services.directory.hsds.importer import Plan
 from services.directory.hsds.transfer import (
     HsdsInputError,
@@ -20,6 +19,7 @@ from services.directory.hsds.transfer import (
     load,
     report_csv,
 )
+from services.directory.schema import MIGRATIONS
 from services.infra.embedded import database_only as database
 from services.infra.migrations import apply_migrations
 from services.infra.settings import InfraSettings

@@ -2,38 +2,30 @@
 
 from collections.abc import Callable
 
-import msgspec
-
 from contracts.directory import Provider, Site, Taxonomy
 from services.directory.hsds import mapping as m
-from services.directory.hsds.importer import Known, Plan, PlannedSite
+from services.directory.hsds.importer import Known, Plan
 from services.directory.store import (
+    INSERT_SITE,
     PROVIDER_COLUMNS,
     SITE_COLUMNS,
+    SITE_WRITABLE,
     DirectoryStore,
     provider_from_row,
     site_from_row,
+    site_values,
 )
 from services.infra.db import Connection
 
 Progress = Callable[[str, int, int], None]
-_encode = msgspec.json.Encoder().encode
 CHUNK = 500
 
-#: Writable site columns; ``reserved`` is server-owned and never written by an import, and
-#: ``last_verified`` keeps its stored value when the file says nothing.
-_SITE_COLUMNS = (
-    "id", "provider_id", "name", "address_1", "address_2", "city", "province", "postal_code",
-    "country", "lat", "lon", "coord_precision", "coord_source", "phone", "email", "website",
-    "hours", "services", "languages", "accessibility", "eligibility", "min_age", "max_age",
-    "catchment_id", "capacity", "accepting_referrals", "active", "last_verified",
-)  # fmt: skip
+#: An import's site upsert: ``reserved`` is server-owned and never written (not one of the
+#: writable columns), and ``last_verified`` keeps its stored value when the file says nothing.
 _UPSERT_SITE = (
-    f"INSERT INTO directory.site ({', '.join(_SITE_COLUMNS)}) VALUES"
-    f" ({', '.join(f'${n}' for n in range(1, len(_SITE_COLUMNS) + 1))})"
-    " ON CONFLICT (id) DO UPDATE SET "
+    f"{INSERT_SITE} ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(
-        f"{name} = EXCLUDED.{name}" for name in _SITE_COLUMNS if name not in ("id", "last_verified")
+        f"{name} = EXCLUDED.{name}" for name in SITE_WRITABLE if name not in ("id", "last_verified")
     )
     + ", last_verified = COALESCE(EXCLUDED.last_verified, directory.site.last_verified),"
     " updated_at = now()"
@@ -62,19 +54,6 @@ async def known(conn: Connection) -> Known:
     )
 
 
-def _site_values(planned: PlannedSite) -> tuple[object, ...]:
-    site, address = planned.site, planned.site.address
-    return (
-        site.id, site.provider_id, site.name, address.address_1, address.address_2,
-        address.city, address.province, address.postal_code, address.country, site.lat,
-        site.lon, site.coord_precision, site.coord_source, site.phone, site.email, site.website,
-        _encode(site.hours).decode(), list(site.services), list(site.languages),
-        list(site.accessibility), list(site.eligibility), site.min_age, site.max_age,
-        site.catchment_id, site.capacity, site.accepting_referrals, site.active,
-        planned.last_verified,
-    )  # fmt: skip
-
-
 async def write_plan(conn: Connection, plan: Plan, progress: Progress | None = None) -> None:
     """Upsert everything ``plan`` holds, vocabulary first; the caller owns the transaction."""
     store = DirectoryStore(conn)
@@ -97,5 +76,5 @@ async def write_plan(conn: Connection, plan: Plan, progress: Progress | None = N
     advance(len(plan.providers))
     for start in range(0, len(plan.sites), CHUNK):
         chunk = plan.sites[start : start + CHUNK]
-        await conn.executemany(_UPSERT_SITE, [_site_values(planned) for planned in chunk])
+        await conn.executemany(_UPSERT_SITE, [site_values(p.site, p.last_verified) for p in chunk])
         advance(len(chunk))

@@ -1,0 +1,147 @@
+"""The NATS users of the referral flow and what each may do (DESIGN.md section 7).
+
+One account, ``EO``, with JetStream, and these users:
+
+- ``router``: publish ``referral.>``, ``$JS.API.>`` (the stream and its consumers) and
+  ``$JS.ACK.>``; subscribe ``referral.>`` and ``_INBOX.>``;
+- ``operator``: everything in the account (tests, ``eo referral watch``, operations);
+- one per OW system (``ow-lanark``): publish ``referral.requested`` and ``referral.cancel``;
+  subscribe ``referral.status``;
+- one per provider (``provider-<id>``): subscribe ``referral.offered.<id>``; publish
+  ``referral.response.<id>``; of JetStream only its own consumer ``provider-<id>`` (consumer
+  info, fetch, ack); no stream or consumer management, no other consumer.
+
+Every user but ``router`` and ``operator`` has its own inbox prefix, ``_INBOX_<user>`` (nats-py's
+``inbox_prefix``), and may subscribe only there: JetStream's replies (publish acks, fetched
+messages) reach their requester, and no one can read another user's replies.
+
+Which providers get a user is the caller's input (``default_users(provider_ids=...)``): the
+directory owns the providers, and its seed names those of the embedded default.
+"""
+
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+import msgspec
+
+from contracts.subjects import (
+    CANCEL,
+    REQUESTED,
+    STATUS,
+    STREAM,
+    STREAM_SUBJECTS,
+    offered_subject,
+    provider_durable,
+    response_subject,
+)
+
+#: The account every user of the referral flow belongs to (JetStream enabled).
+ACCOUNT = "EO"
+ROUTER_USER = "router"
+#: Full access within the account: tests, `eo referral watch`, operations.
+OPERATOR_USER = "operator"
+#: OW systems that get a user by default: the example system, and the `eo referral` commands'
+#: and the `make run` demo's ``source.system``.
+DEFAULT_OW_SYSTEMS: tuple[str, ...] = ("ow-lanark", "eo-cli", "eo-demo")
+#: The users of the deploy example (deploy/nats/accounts.template.conf): no CLI or demo users.
+DEPLOY_OW_SYSTEMS: tuple[str, ...] = ("ow-lanark",)
+#: Provider users are ``provider-<provider_id>``, like their consumers.
+PROVIDER_USER_PREFIX = "provider-"
+#: nats-py's default inbox prefix, kept by the trusted users.
+DEFAULT_INBOX = "_INBOX"
+
+Role = Literal["router", "operator", "ow", "provider"]
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
+_RESERVED = (ROUTER_USER, OPERATOR_USER)
+
+
+class NatsUser(msgspec.Struct, frozen=True, kw_only=True):
+    """A user of the ``EO`` account and the subjects it may use (``None``: no restriction)."""
+
+    name: str
+    role: Role
+    publish: tuple[str, ...] | None = None
+    subscribe: tuple[str, ...] | None = None
+    #: For a provider's user: the provider it acts for.
+    provider_id: str | None = None
+
+    @property
+    def inbox_prefix(self) -> str:
+        return inbox_prefix(self.name)
+
+
+def inbox_prefix(user: str) -> str:
+    return DEFAULT_INBOX if user in _RESERVED else f"{DEFAULT_INBOX}_{user}"
+
+
+def _check_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a NATS user name (a slug such as 'ow-lanark')")
+    return name
+
+
+def router_user() -> NatsUser:
+    return NatsUser(
+        name=ROUTER_USER,
+        role="router",
+        # The stream and its consumers (create, fetch), acks, and every referral subject.
+        publish=(*STREAM_SUBJECTS, "$JS.API.>", "$JS.ACK.>"),
+        subscribe=(*STREAM_SUBJECTS, f"{DEFAULT_INBOX}.>"),
+    )
+
+
+def operator_user() -> NatsUser:
+    return NatsUser(name=OPERATOR_USER, role="operator")
+
+
+def ow_user(system: str) -> NatsUser:
+    """An OW system: sends requests and cancellations, reads status events."""
+    name = _check_name(system)
+    if name in _RESERVED or name.startswith(PROVIDER_USER_PREFIX):
+        raise ValueError(f"{name!r} cannot name an OW system (reserved for another user)")
+    return NatsUser(
+        name=name,
+        role="ow",
+        publish=(REQUESTED, CANCEL),
+        subscribe=(STATUS, f"{inbox_prefix(name)}.>"),
+    )
+
+
+def provider_user_name(provider_id: str) -> str:
+    return provider_durable(provider_id)  # "provider-<id>", the same name as its consumer
+
+
+def provider_user(provider_id: str) -> NatsUser:
+    """A provider: its own offers (core and its consumer), its own responses, nothing else."""
+    name = provider_user_name(provider_id)
+    durable = provider_durable(provider_id)
+    return NatsUser(
+        name=name,
+        role="provider",
+        provider_id=provider_id,
+        publish=(
+            response_subject(provider_id),
+            f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
+            f"$JS.ACK.{STREAM}.{durable}.>",
+        ),
+        subscribe=(offered_subject(provider_id), f"{inbox_prefix(name)}.>"),
+    )
+
+
+def default_users(
+    ow_systems: Sequence[str] = DEFAULT_OW_SYSTEMS, *, provider_ids: Sequence[str]
+) -> list[NatsUser]:
+    """router, operator, one user per OW system and one per provider of ``provider_ids``."""
+    users = [
+        router_user(),
+        operator_user(),
+        *(ow_user(system) for system in ow_systems),
+        *(provider_user(provider_id) for provider_id in provider_ids),
+    ]
+    names = [user.name for user in users]
+    if duplicates := sorted({name for name in names if names.count(name) > 1}):
+        raise ValueError(f"NATS user names given twice: {', '.join(duplicates)}")
+    return users

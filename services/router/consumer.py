@@ -1,0 +1,249 @@
+"""The router's JetStream consumer: the fetch loop, parsing each message, handling it in one
+transaction, and the ack, decided here in one place, after the effects are committed.
+
+    fetch batch ─▶ parse (invalid ─▶ on_invalid: dead letter, rejected) ─▶ handler in one
+    transaction ─▶ commit ─▶ publish its outbox rows (Nats-Msg-Id) ─▶ ack
+    transient failure (database or NATS down, contention) ─▶ nak(delay), retried with backoff
+"""
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Sequence
+
+import asyncpg
+import msgspec
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from contracts.codec import decode_inbound, peek_referral_id
+from contracts.referrals import ReferralCancel, ReferralEvent, ReferralRequested, ReferralResponse
+from contracts.subjects import (
+    CANCEL,
+    REQUESTED,
+    RESPONSE_PREFIX,
+    ROUTER_DURABLE,
+    STREAM,
+    provider_id_from_response_subject,
+)
+from services.infra.db import Connection
+from services.router.handlers import (
+    InvalidRequest,
+    Locate,
+    on_cancel,
+    on_invalid,
+    on_requested,
+    on_response,
+)
+from services.router.model import Handled, OutboxRow
+from services.router.publisher import OutboxPublisher
+from services.router.settings import RouterSettings
+from services.router.transient import TRANSIENT, nak_delay, pause, utcnow
+from services.router.unit_of_work import Wiring
+
+log = structlog.get_logger("router")
+
+#: A JSON escape of the NUL character (not preceded by another backslash).
+_NUL = re.compile(rb"(?<!\\)\\u0000")
+
+
+class InvalidMessage(Exception):
+    """The bytes on the subject are not a message the router accepts."""
+
+
+def parse(subject: str, data: bytes) -> tuple[ReferralEvent, str | None]:
+    """The message on ``subject`` and, for a response, the provider the subject names."""
+    if _NUL.search(data):
+        # Valid JSON, but no PostgreSQL text can hold it, and no real value contains it.
+        raise InvalidMessage("invalid message: a string contains the NUL character (\\u0000)")
+    try:
+        event = decode_inbound(data)
+    except msgspec.ValidationError as exc:
+        raise InvalidMessage(f"invalid message: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise InvalidMessage(f"not a JSON message: {exc}") from exc
+    provider_id = None
+    expected: type | None = {REQUESTED: ReferralRequested, CANCEL: ReferralCancel}.get(subject)
+    if subject.startswith(f"{RESPONSE_PREFIX}."):
+        try:
+            provider_id = provider_id_from_response_subject(subject)
+        except ValueError as exc:
+            raise InvalidMessage(str(exc)) from exc
+        expected = ReferralResponse
+    if expected is None or not isinstance(event, expected):
+        tag = type(event).__struct_config__.tag
+        raise InvalidMessage(f"a {tag} message does not belong on {subject}")
+    return event, provider_id
+
+
+class Consumer:
+    """Fetches from the router's durable consumer, shared by every router process."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        js: JetStreamContext,
+        settings: RouterSettings,
+        wiring: Wiring,
+        locate: Locate,
+        publisher: OutboxPublisher,
+    ) -> None:
+        self.pool = pool
+        self.js = js
+        self.settings = settings
+        self.wiring = wiring
+        self.locate = locate
+        self.publisher = publisher
+        self.handled = 0
+
+    async def dispatch(
+        self, conn: Connection, subject: str, data: bytes, sequence: int
+    ) -> tuple[Handled, list[OutboxRow]]:
+        """Handle one message's bytes in one transaction on ``conn`` (committed on return);
+        what it did and the outbox rows to publish. Not settled: that is ``handle``'s."""
+        now = utcnow()
+        try:
+            event, provider_id = parse(subject, data)
+            match event:
+                case ReferralRequested():
+                    locate = self.locate
+                    return await self.wiring.run(
+                        conn, now, lambda uow: on_requested(event, uow=uow, locate=locate)
+                    )
+                case ReferralResponse():
+                    assert provider_id is not None  # parse() read it from the subject
+                    return await self.wiring.run(
+                        conn, now, lambda uow: on_response(event, provider_id, uow=uow)
+                    )
+                case ReferralCancel():
+                    return await self.wiring.run(conn, now, lambda uow: on_cancel(event, uow=uow))
+        except (InvalidMessage, InvalidRequest) as exc:
+            error = str(exc)
+        return await self.wiring.run(
+            conn, now, lambda uow: on_invalid(subject, data, error, sequence=sequence, uow=uow)
+        )
+
+    async def handle(self, conn: Connection, msg: Msg) -> tuple[bool, list[OutboxRow]]:
+        """Handle one message and settle it; False when it failed for a transient reason."""
+        started = time.perf_counter()
+        meta = msg.metadata
+        delivered = meta.num_delivered
+        bound = structlog.contextvars.bound_contextvars(subject=msg.subject, delivered=delivered)
+        with bound:
+            try:
+                handled, rows = await self.dispatch(
+                    conn, msg.subject, msg.data, meta.sequence.stream
+                )
+            except TRANSIENT as exc:
+                delay = nak_delay(self.settings, delivered)
+                log.warning("message.retry", error=repr(exc), retry_in_s=delay)
+                await _settle(msg.nak(delay=delay))
+                return False, []
+            except Exception as exc:  # a bug must not stop the router: retry, then dead-letter
+                # PostgreSQL class 22 (data exception), or text it cannot encode, is the message's
+                # fault: retrying cannot help, so it is dead-lettered at once.
+                poison = isinstance(exc, asyncpg.DataError | UnicodeError)
+                log.exception("message.failed", error=repr(exc), poison=poison)
+                if not poison and delivered < self.settings.max_deliver - 1:
+                    await _settle(msg.nak(delay=nak_delay(self.settings, delivered)))
+                    return True, []
+                error = (
+                    f"cannot be stored: {exc}"
+                    if poison
+                    else f"gave up after {delivered} deliveries: {exc!r}"
+                )
+                handled, rows = await self.wiring.run(
+                    conn,
+                    utcnow(),
+                    lambda uow: on_invalid(
+                        msg.subject, msg.data, error, sequence=meta.sequence.stream, uow=uow
+                    ),
+                )
+            published = await self.publisher.publish(rows)
+            # A poison message is terminated: JetStream never redelivers it, and the
+            # MSG_TERMINATED advisory tells operators; its dead letter is committed already.
+            await _settle(msg.term() if handled.poison else msg.ack())
+            self.handled += 1
+            log.info(
+                "message.handled",
+                referral_id=None if handled.referral_id is None else str(handled.referral_id),
+                outcome=handled.outcome,
+                reason=handled.reason,
+                duration_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+            return True, [row for row in rows if row.id in published]
+
+    async def handle_batch(self, msgs: Sequence[Msg]) -> bool:
+        """Handle a batch: one referral's messages in stream order, different referrals at once
+        (up to ``concurrency``, each on its own connection); False after a transient failure.
+        """
+        groups: dict[object, list[Msg]] = {}
+        for msg in msgs:
+            # A message whose referral cannot be read is poison; it forms a group of its own.
+            key = peek_referral_id(msg.data) or object()
+            groups.setdefault(key, []).append(msg)
+        sent: list[OutboxRow] = []
+        failed = False
+        slots = asyncio.Semaphore(self.settings.concurrency)
+
+        async def run(group: list[Msg]) -> None:
+            nonlocal failed
+            async with slots:
+                for position, msg in enumerate(group):
+                    if failed:  # the database is likely down: the rest would fail the same way
+                        for rest in group[position:]:
+                            await _settle(rest.nak(delay=nak_delay(self.settings, 1)))
+                        return
+                    try:
+                        async with self.pool.acquire() as conn:
+                            ok, published = await self.handle(conn, msg)
+                    except TRANSIENT as exc:
+                        log.warning("database.unavailable", error=repr(exc))
+                        ok, published = False, []
+                        await _settle(msg.nak(delay=nak_delay(self.settings, 1)))
+                    sent.extend(published)
+                    failed = failed or not ok
+
+        await asyncio.gather(*(run(group) for group in groups.values()))
+        if sent:
+            try:
+                async with self.pool.acquire() as conn:
+                    await self.wiring.store(conn).mark_sent([row.id for row in sent], utcnow())
+            except TRANSIENT as exc:  # the relay re-publishes them; JetStream drops repeats
+                log.warning("outbox.mark_sent_failed", error=repr(exc))
+        return not failed
+
+    async def consume(self, stop: asyncio.Event) -> None:
+        """Fetch and handle batches until ``stop`` is set; the current batch is finished first."""
+        sub = None
+        while not stop.is_set():
+            try:
+                if sub is None:
+                    sub = await self.js.pull_subscribe_bind(durable=ROUTER_DURABLE, stream=STREAM)
+                msgs = await sub.fetch(
+                    self.settings.batch_size, timeout=self.settings.fetch_timeout_s
+                )
+            except (nats.errors.TimeoutError, TimeoutError):
+                continue  # idle (nats-py raises either, depending on where the wait ends)
+            except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
+                log.warning("nats.fetch_failed", error=repr(exc))
+                await pause(stop, 1.0)
+                continue
+            if not await self.handle_batch(msgs):
+                await pause(stop, 1.0)
+        if sub is not None:
+            # A pull subscription left open makes the connection's drain wait for its timeout.
+            with contextlib.suppress(nats.errors.Error, OSError):
+                await sub.unsubscribe()
+
+
+async def _settle(ack: Awaitable[None]) -> None:
+    """Ack / nak / term; a failure is harmless: the message comes back and is a duplicate."""
+    try:
+        await ack
+    except (nats.errors.Error, OSError) as exc:
+        log.warning("message.settle_failed", error=repr(exc))

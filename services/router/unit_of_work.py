@@ -1,0 +1,90 @@
+"""One transaction's work: the store and directory it runs on, the clock reading, and what its
+handlers queue to write.
+
+History entries, status changes, outcomes of handled messages and outbox messages are queued
+here (nothing in the transaction reads them back) and written by ``flush`` in one statement
+before the commit; ``outbox`` then holds the rows to publish after it.
+"""
+
+import datetime
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from contracts.common import Message
+from contracts.referrals import ReferralStatus
+from contracts.subjects import STATUS
+from services.infra.db import Connection
+from services.router import messages
+from services.router.model import Handled, OutboxRow, Transition
+from services.router.ports import Directory, Store
+
+
+@dataclass
+class UnitOfWork:
+    store: Store
+    directory: Directory
+    now: datetime.datetime
+    offer_timeout: datetime.timedelta
+    #: Candidates fetched per matching round.
+    candidates: int = 5
+    outbox: list[OutboxRow] = field(default_factory=list)
+    history: list[tuple[uuid.UUID, Transition, datetime.datetime]] = field(default_factory=list)
+    #: Each referral's latest (status, attempt).
+    statuses: dict[uuid.UUID, tuple[ReferralStatus, int]] = field(default_factory=dict)
+    #: Each handled message's (outcome, reason).
+    finished: dict[uuid.UUID, tuple[str, str | None]] = field(default_factory=dict)
+    pending: list[tuple[str, Message]] = field(default_factory=list)
+
+    def finish(self, message_id: uuid.UUID, outcome: str, reason: str | None) -> None:
+        self.finished[message_id] = (outcome, reason)
+
+    def emit(self, subject: str, message: Message) -> None:
+        self.pending.append((subject, message))
+
+    def record(self, referral_id: uuid.UUID, entry: Transition) -> None:
+        """Store a transition and queue its status event (a refusal is stored, not published)."""
+        self.history.append((referral_id, entry, self.now))
+        if entry.refused:
+            return
+        self.statuses[referral_id] = (entry.status, entry.attempt)
+        self.emit(STATUS, messages.status_changed(referral_id, entry, self.now))
+
+    async def flush(self) -> None:
+        """Write what the handlers queued (call it inside the transaction, before commit)."""
+        self.outbox += await self.store.write_behind(
+            self.history,
+            [(rid, status, attempt, self.now) for rid, (status, attempt) in self.statuses.items()],
+            [(mid, outcome, reason) for mid, (outcome, reason) in self.finished.items()],
+            self.pending,
+        )
+        self.history, self.statuses, self.finished, self.pending = [], {}, {}, []
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """How a transaction's store and directory are built: chosen by the composition root."""
+
+    store: Callable[[Connection], Store]
+    directory: Callable[[Connection], Directory]
+    offer_timeout: datetime.timedelta
+    candidates: int = 5
+
+    async def run(
+        self,
+        conn: Connection,
+        now: datetime.datetime,
+        work: Callable[[UnitOfWork], Awaitable[Handled]],
+    ) -> tuple[Handled, list[OutboxRow]]:
+        """``work`` in one transaction on ``conn``; what it did and the outbox rows to publish."""
+        uow = UnitOfWork(
+            store=self.store(conn),
+            directory=self.directory(conn),
+            now=now,
+            offer_timeout=self.offer_timeout,
+            candidates=self.candidates,
+        )
+        async with conn.transaction():
+            handled = await work(uow)
+            await uow.flush()
+        return handled, uow.outbox
