@@ -23,6 +23,7 @@ from contracts.common import (
     ServiceCode,
     Slug,
 )
+from contracts.referrals import ProgressCode
 
 __all__ = [
     "Address",
@@ -34,6 +35,7 @@ __all__ = [
     "Origin",
     "Precision",
     "Problem",
+    "ProgressTerm",
     "Provider",
     "ProviderCreate",
     "ProviderPage",
@@ -290,10 +292,24 @@ class Communities(msgspec.Struct, frozen=True, kw_only=True):
     communities: list[str]
 
 
+class ProgressTerm(msgspec.Struct, frozen=True, kw_only=True):
+    """A code a provider reports after acceptance (DESIGN.md section 3c): an outcome of
+    ``completed``, or a reason for ``not_started`` or ``ended_early``."""
+
+    code: ProgressCode
+    name_en: str
+    name_fr: str
+
+
 class Taxonomy(msgspec.Struct, frozen=True, kw_only=True):
     services: list[TaxonomyTerm]
     accessibility: list[TaxonomyTerm]
     catchments: list[Catchment]
+    # Added in v1.1 (additive): the progress codes of ``referral.progress.v1``, each list in
+    # the order of its Literal in contracts/referrals.py (``other`` last).
+    outcomes: list[ProgressTerm] = []
+    not_started_reasons: list[ProgressTerm] = []
+    ended_early_reasons: list[ProgressTerm] = []
 
 
 class FieldError(msgspec.Struct, frozen=True, kw_only=True):

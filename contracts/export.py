@@ -21,8 +21,10 @@ from contracts import subjects
 from contracts.common import Message
 from contracts.referrals import (
     DeadLetter,
+    ProviderNotice,
     ReferralCancel,
     ReferralOffered,
+    ReferralProgress,
     ReferralRequested,
     ReferralResponse,
     ReferralStatusChanged,
@@ -123,57 +125,90 @@ class _Channel(NamedTuple):
     description: str
 
 
+#: The parameter of a channel's last token: the party the subject belongs to (DESIGN.md 3).
+_SYSTEM = "{system}"
 _PROVIDER_ID = "{provider_id}"
+_OW_SYSTEM = "the OW system named in the subject"
+_PROVIDER = "the provider named in the subject"
 _CHANNELS: tuple[_Channel, ...] = (
     _Channel(
         "referralRequested",
-        subjects.REQUESTED,
+        f"{subjects.REQUESTED_PREFIX}.{_SYSTEM}",
         ReferralRequested,
-        "OW system",
+        _OW_SYSTEM,
         "router",
         "receive",
         "An OW caseworker's system asks for an EO provider for a client who is ready. "
-        "The same referral_id sent again is the same referral.",
+        "The same referral_id sent again is the same referral. source.system must equal the "
+        "subject's system, else the referral is `rejected`.",
     ),
     _Channel(
         "referralCancel",
-        subjects.CANCEL,
+        f"{subjects.CANCEL_PREFIX}.{_SYSTEM}",
         ReferralCancel,
-        "OW system",
+        _OW_SYSTEM,
         "router",
         "receive",
-        "OW withdraws a referral at any time before it reaches a terminal state.",
+        "The OW system that requested a referral calls it off: before acceptance it is "
+        "`cancelled`, after it (accepted or in_service) `withdrawn`, and the provider holding "
+        "it gets a notice. A system cannot cancel another's referrals.",
+    ),
+    _Channel(
+        "referralStatus",
+        f"{subjects.STATUS_PREFIX}.{_SYSTEM}",
+        ReferralStatusChanged,
+        "router",
+        _OW_SYSTEM,
+        "send",
+        "Every state change of the system's own referrals, published once. Routing: received "
+        "-> offered -> accepted; offered -> declined or expired -> offered (the next site); "
+        "unmatched when no suitable site is left; cancelled; rejected when the request was "
+        "invalid. After acceptance, as the provider reports: accepted -> in_service -> "
+        "completed (with an outcome code); accepted -> not_started and in_service -> "
+        "ended_early (with a reason code); accepted or in_service -> withdrawn (by OW). "
+        "Closed: completed, not_started, ended_early, withdrawn, unmatched, cancelled, "
+        "rejected.",
     ),
     _Channel(
         "referralOffered",
         f"{subjects.OFFERED_PREFIX}.{_PROVIDER_ID}",
         ReferralOffered,
         "router",
-        "the provider named in the subject",
+        _PROVIDER,
         "send",
         "The router offers a referral to the nearest suitable site of one provider. "
         "No response before expires_at counts as a decline with reason `timeout`.",
     ),
     _Channel(
+        "referralNotice",
+        f"{subjects.NOTICE_PREFIX}.{_PROVIDER_ID}",
+        ProviderNotice,
+        "router",
+        _PROVIDER,
+        "send",
+        "The router tells a provider what happened to something of its own: an offer "
+        "withdrawn (cancelled by OW, expired), an accepted referral withdrawn, or a response "
+        "or progress report refused (and why; a refused message changes nothing).",
+    ),
+    _Channel(
         "referralResponse",
         f"{subjects.RESPONSE_PREFIX}.{_PROVIDER_ID}",
         ReferralResponse,
-        "the provider named in the subject",
+        _PROVIDER,
         "router",
         "receive",
         "A provider accepts or declines an offer it received.",
     ),
     _Channel(
-        "referralStatus",
-        subjects.STATUS,
-        ReferralStatusChanged,
+        "referralProgress",
+        f"{subjects.PROGRESS_PREFIX}.{_PROVIDER_ID}",
+        ReferralProgress,
+        _PROVIDER,
         "router",
-        "OW systems",
-        "send",
-        "Every state change of every referral, published once. received -> offered -> "
-        "accepted; offered -> declined or expired -> offered (the next site); unmatched when "
-        "no suitable site is left; cancelled; rejected when the request was invalid. "
-        "Terminal: accepted, unmatched, cancelled, rejected.",
+        "receive",
+        "The provider holding an accepted referral reports on it: in_service (no code), "
+        "completed (an outcome code), not_started or ended_early (a reason code). The codes' "
+        "English and French names are served by the directory at GET /api/v1/taxonomy.",
     ),
     _Channel(
         "referralDead",
@@ -188,8 +223,10 @@ _CHANNELS: tuple[_Channel, ...] = (
 )
 
 
-def _first_line(cls: type) -> str:
-    return inspect.cleandoc(cls.__doc__ or cls.__name__).splitlines()[0]
+def _summary(cls: type) -> str:
+    # The docstring's first paragraph, on one line: a first line alone may stop mid-sentence.
+    paragraph = inspect.cleandoc(cls.__doc__ or cls.__name__).split("\n\n")[0]
+    return " ".join(paragraph.split())
 
 
 def asyncapi_document() -> Json:
@@ -211,8 +248,9 @@ def asyncapi_document() -> Json:
             ),
             "messages": {msg_name: {"$ref": f"#/components/messages/{msg_name}"}},
         }
-        if _PROVIDER_ID in channel.address:
-            entry["parameters"] = {"provider_id": {"$ref": "#/components/parameters/provider_id"}}
+        for parameter in ("system", "provider_id"):
+            if f"{{{parameter}}}" in channel.address:
+                entry["parameters"] = {parameter: {"$ref": f"#/components/parameters/{parameter}"}}
         channels[channel.key] = entry
         operations[f"{channel.action}{msg_name}"] = {
             "action": channel.action,
@@ -222,7 +260,7 @@ def asyncapi_document() -> Json:
         messages[msg_name] = {
             "name": channel.message.__struct_config__.tag,
             "title": msg_name,
-            "summary": _first_line(channel.message),
+            "summary": _summary(channel.message),
             "contentType": "application/json",
             "headers": {"$ref": "#/components/schemas/NatsHeaders"},
             "correlationId": {"$ref": "#/components/correlationIds/referralId"},
@@ -232,7 +270,7 @@ def asyncapi_document() -> Json:
         "asyncapi": "3.0.0",
         "info": {
             "title": "EO referral routing",
-            "version": "1.0.0",
+            "version": "1.1.0",
             "description": (
                 "Routes Ontario Works clients to Employment Ontario provider sites over NATS "
                 "JetStream (DESIGN.md section 3).\n\n"
@@ -240,7 +278,11 @@ def asyncapi_document() -> Json:
                 "and a `message_id` that is also sent as the `Nats-Msg-Id` header, so "
                 "JetStream drops duplicates. Times are RFC 3339 UTC. Unknown fields are "
                 "ignored, so fields may be added without a new version; a breaking change "
-                "gets a new `type` tag."
+                "gets a new `type` tag.\n\n"
+                "Every subject names the party it belongs to in its last token, an OW "
+                "system's id or a provider's id; NATS permissions tie each party's user to its "
+                "own token, so the router trusts the subject, never the body, for who sent a "
+                "message. contracts/CHANGELOG.md records every change of the contract."
             ),
         },
         "defaultContentType": "application/json",
@@ -249,11 +291,19 @@ def asyncapi_document() -> Json:
         "components": {
             "messages": messages,
             "parameters": {
+                "system": {
+                    "description": (
+                        "The OW system's id, a slug (`[a-z0-9][a-z0-9-]*`, no dots). Each OW "
+                        "system's NATS user may publish only its own requests and cancels and "
+                        "read only its own status events."
+                    ),
+                    "examples": ["ow-lanark"],
+                },
                 "provider_id": {
                     "description": (
                         "The provider's id, a slug (`[a-z0-9][a-z0-9-]*`, no dots). Each "
-                        "provider's NATS user may subscribe only to its own offers and "
-                        "publish only its own responses."
+                        "provider's NATS user may read only its own offers and notices and "
+                        "publish only its own responses and progress reports."
                     ),
                     "examples": ["canadian-career-academy", "community-employment-services"],
                 },
@@ -286,7 +336,13 @@ def asyncapi_document() -> Json:
                     "filter_subjects": list(subjects.ROUTER_FILTER_SUBJECTS),
                 },
                 f"{subjects.PROVIDER_DURABLE_PREFIX}-{_PROVIDER_ID}": {
-                    "filter_subjects": [f"{subjects.OFFERED_PREFIX}.{_PROVIDER_ID}"],
+                    "filter_subjects": [
+                        f"{subjects.OFFERED_PREFIX}.{_PROVIDER_ID}",
+                        f"{subjects.NOTICE_PREFIX}.{_PROVIDER_ID}",
+                    ],
+                },
+                f"{subjects.OW_DURABLE_PREFIX}-{_SYSTEM}": {
+                    "filter_subjects": [f"{subjects.STATUS_PREFIX}.{_SYSTEM}"],
                 },
             },
         },

@@ -24,19 +24,30 @@ from contracts.common import (
 
 __all__ = [
     "EXCLUSION_RULES",
+    "PROGRESS_CODES",
+    "ROUTING_OUTCOMES",
     "TERMINAL_STATUSES",
     "Client",
     "ClientRef",
     "DeadLetter",
     "DecidingRule",
     "Decision",
+    "EndedEarlyReason",
     "ExclusionRule",
     "Explanation",
+    "NotStartedReason",
+    "NoticeKind",
     "OpaqueRef",
     "OutboundEvent",
+    "OutcomeCode",
+    "ProgressCode",
+    "ProgressNote",
+    "ProgressStatus",
+    "ProviderNotice",
     "ReferralCancel",
     "ReferralEvent",
     "ReferralOffered",
+    "ReferralProgress",
     "ReferralRequested",
     "ReferralResponse",
     "ReferralStatus",
@@ -72,12 +83,63 @@ ReferralStatus = Literal[
     "unmatched",
     "cancelled",
     "rejected",
+    # v1.1, after acceptance (DESIGN.md section 3c)
+    "in_service",
+    "completed",
+    "not_started",
+    "ended_early",
+    "withdrawn",
 ]
-#: A referral in one of these states never changes again.
+#: A referral in one of these states never changes again (it is closed).
 TERMINAL_STATUSES: frozenset[ReferralStatus] = frozenset(
+    {"unmatched", "cancelled", "rejected", "completed", "not_started", "ended_early", "withdrawn"}
+)
+#: How routing ends: every request reaches exactly one of these (DESIGN.md section 6); an
+#: accepted referral then goes on to one closing state.
+ROUTING_OUTCOMES: frozenset[ReferralStatus] = frozenset(
     {"accepted", "unmatched", "cancelled", "rejected"}
 )
 Decision = Literal["accept", "decline"]
+
+#: What a provider reports after acceptance (``ReferralProgress.status``).
+ProgressStatus = Literal["in_service", "completed", "not_started", "ended_early"]
+#: Outcomes of ``completed``.
+OutcomeCode = Literal["employed", "in_training", "in_education", "plan_completed", "other"]
+#: Reasons for ``not_started``.
+NotStartedReason = Literal[
+    "could_not_contact", "no_show", "client_declined", "not_eligible", "other"
+]
+#: Reasons for ``ended_early``.
+EndedEarlyReason = Literal["client_withdrew", "moved", "could_not_contact", "other"]
+#: Every code a progress report may carry; which ones fit which status: ``PROGRESS_CODES``.
+ProgressCode = Literal[
+    "employed",
+    "in_training",
+    "in_education",
+    "plan_completed",
+    "could_not_contact",
+    "no_show",
+    "client_declined",
+    "not_eligible",
+    "client_withdrew",
+    "moved",
+    "other",
+]
+#: The codes each progress status takes (``in_service`` takes none).
+PROGRESS_CODES: dict[str, tuple[str, ...]] = {
+    "in_service": (),
+    "completed": OutcomeCode.__args__,  # type: ignore[attr-defined]
+    "not_started": NotStartedReason.__args__,  # type: ignore[attr-defined]
+    "ended_early": EndedEarlyReason.__args__,  # type: ignore[attr-defined]
+}
+#: Why the router tells a provider something (``ProviderNotice.kind``).
+NoticeKind = Literal[
+    "offer_cancelled",
+    "offer_expired",
+    "referral_withdrawn",
+    "response_refused",
+    "progress_refused",
+]
 
 #: Which rule picked the site (or found none), for the caseworker reading a status event.
 DecidingRule = Literal[
@@ -192,7 +254,8 @@ class Explanation(msgspec.Struct, frozen=True, kw_only=True):
 class ReferralRequested(
     Message, tag="referral.requested.v1", frozen=True, kw_only=True, omit_defaults=True
 ):
-    """An OW system asks for an EO provider for one client (subject ``referral.requested``).
+    """An OW system asks for an EO provider for one client (``referral.requested.<system>``;
+    ``source.system`` must be that system).
 
     Sending the same ``referral_id`` again is the same referral, not a new one.
     """
@@ -220,7 +283,8 @@ class ReferralRequested(
 class ReferralCancel(
     Message, tag="referral.cancel.v1", frozen=True, kw_only=True, omit_defaults=True
 ):
-    """OW withdraws a referral before it reaches a terminal state (subject ``referral.cancel``)."""
+    """The referring OW system calls a referral off (``referral.cancel.<system>``): before
+    acceptance it is cancelled, after it withdrawn (the provider is told)."""
 
     referral_id: ReferralId
     reason: Reason
@@ -248,6 +312,8 @@ class ReferralOffered(
     language: Language
     accessibility_needs: list[AccessibilityCode] = []
     client_ref: ClientRef
+    # v1.1 (additive): the OW system and office the EO caseworker works with.
+    source: Source | None = None
 
     def __post_init__(self) -> None:
         _check_unique_needs(self.needs)
@@ -267,10 +333,11 @@ class ReferralResponse(
 class ReferralStatusChanged(
     Message, tag="referral.status.v1", frozen=True, kw_only=True, omit_defaults=True
 ):
-    """A referral changed state (subject ``referral.status``); one event per transition.
+    """A referral changed state (``referral.status.<system>``, the referring system's only);
+    one event per transition.
 
-    ``provider_id``, ``site_id``, ``distance_km``, ``reason`` and ``explanation`` are present
-    where they apply to the new state.
+    ``provider_id``, ``site_id``, ``distance_km``, ``reason``, ``code`` and ``explanation`` are
+    present where they apply to the new state.
     """
 
     referral_id: uuid.UUID
@@ -284,6 +351,58 @@ class ReferralStatusChanged(
     distance_km: DistanceKm | None = None
     reason: StatusReason | None = None
     explanation: Explanation | None = None
+    # v1.1 (additive): the outcome of ``completed``, the reason code of ``not_started`` or
+    # ``ended_early``, as the provider reported it.
+    code: ProgressCode | None = None
+
+
+#: A provider's note on a progress report: short, and never personal information.
+ProgressNote = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=200,
+        description="At most 200 characters; never a name, contact or case detail.",
+    ),
+]
+
+
+class ReferralProgress(
+    Message, tag="referral.progress.v1", frozen=True, kw_only=True, omit_defaults=True
+):
+    """The provider holding an accepted referral reports on it
+    (``referral.progress.<provider_id>``): the client started (``in_service``), finished
+    (``completed``, with an outcome ``code``), never started (``not_started``) or stopped
+    (``ended_early``), each with a reason ``code``."""
+
+    referral_id: uuid.UUID
+    status: ProgressStatus
+    code: ProgressCode | None = None
+    note: ProgressNote | None = None
+    occurred_at: Annotated[
+        UtcDateTime, msgspec.Meta(description="When it happened: not in the future.")
+    ]
+
+    def __post_init__(self) -> None:
+        allowed = PROGRESS_CODES[self.status]
+        if not allowed and self.code is not None:
+            raise ValueError(f"status {self.status} takes no code")
+        if allowed and self.code not in allowed:
+            raise ValueError(f"status {self.status} needs a code, one of: {', '.join(allowed)}")
+
+
+class ProviderNotice(
+    Message, tag="referral.notice.v1", frozen=True, kw_only=True, omit_defaults=True
+):
+    """The router tells a provider what happened to something of its own
+    (``referral.notice.<provider_id>``): an offer withdrawn (cancelled by OW, expired), an
+    accepted referral withdrawn, or a response or progress report refused, and why."""
+
+    referral_id: uuid.UUID
+    kind: NoticeKind
+    reason: StatusReason
+    offer_id: uuid.UUID | None = None
+    at: UtcDateTime
 
 
 class DeadLetter(Message, tag="referral.dead.v1", frozen=True, kw_only=True, omit_defaults=True):
@@ -319,6 +438,6 @@ class DeadLetter(Message, tag="referral.dead.v1", frozen=True, kw_only=True, omi
 
 
 #: What the router consumes; the type of ``contracts.codec.decode_inbound``.
-ReferralEvent = ReferralRequested | ReferralResponse | ReferralCancel
+ReferralEvent = ReferralRequested | ReferralResponse | ReferralCancel | ReferralProgress
 #: What the router publishes.
-OutboundEvent = ReferralOffered | ReferralStatusChanged | DeadLetter
+OutboundEvent = ReferralOffered | ReferralStatusChanged | ProviderNotice | DeadLetter

@@ -47,6 +47,8 @@ class HistoryEntry(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True
     distance_km: float | None = None
     reason: str | None = None
     explanation: Explanation | None = None
+    # v1.1 (additive): the outcome or reason code of a progress report.
+    code: str | None = None
 
 
 class ReferralView(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -67,7 +67,9 @@ configuration (environment variables):
   DIRECTORY_ADMIN_TOKEN    bearer token for writes (default: generated into EO_STATE_DIR)
   DIRECTORY_GEOCODER       offline (default, bundled gazetteer) or nominatim (needs network)
   ROUTER_HOST, ROUTER_PORT         where the router's HTTP API listens (default 127.0.0.1:8001)
-  ROUTER_OFFER_TIMEOUT_S   seconds a provider has to answer an offer (default 172800 = 2 days)
+  ROUTER_OFFER_BUSINESS_DAYS  Ontario business days a provider has to answer an offer (2;
+                           weekends and Ontario's public holidays do not count)
+  ROUTER_OFFER_TIMEOUT_S   seconds instead of business days, when set (unset by default)
   ROUTER_SWEEP_INTERVAL_S  how often expired offers and unsent events are looked for (1)
   ROUTER_BATCH_SIZE        messages fetched from JetStream at once (100)
   ROUTER_CONCURRENCY       referrals handled at once, each on its own connection (8)
@@ -137,7 +139,12 @@ async def _demo(directory: DirectorySettings, router: RouterSettings, servers: S
 
     try:
         await _wait_ready(f"http://{directory.host}:{directory.port}/ready", f"{router_base}/ready")
-        await run_demo(connect, router_base, providers=seed_provider_ids())
+        await run_demo(
+            connect,
+            router_base,
+            providers=seed_provider_ids(),
+            directory_url=f"http://{directory.host}:{directory.port}",
+        )
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # the demo must never take the services down

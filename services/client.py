@@ -1,12 +1,15 @@
-"""The OW and provider side of the wire, for people: send, answer, cancel, watch and show referrals.
+"""The OW and provider side of the wire, for people: send, answer, report on, cancel or
+withdraw, watch and show referrals.
 
 What an OW system or a provider integration does, as small functions the ``eo referral``
-commands and the ``make run`` demo share. Everything goes through ``contracts``.
+commands and the ``make run`` demo share. Everything goes through ``contracts``; each party
+publishes on its own subjects (contract v1.1, ``contracts.subjects``).
 """
 
 import asyncio
 import contextlib
 import datetime
+import functools
 import json
 import os
 import sys
@@ -25,8 +28,11 @@ from contracts.codec import encode
 from contracts.common import ClientLocation, Message
 from contracts.referrals import (
     DeadLetter,
+    OutboundEvent,
+    ProviderNotice,
     ReferralCancel,
     ReferralOffered,
+    ReferralProgress,
     ReferralRequested,
     ReferralResponse,
     ReferralStatusChanged,
@@ -40,6 +46,7 @@ from services.infra.nats_auth import (
 from services.infra.settings import DEFAULT_NATS_PORT, InfraSettings
 
 DEFAULT_ROUTER_URL = "http://127.0.0.1:8001"
+DEFAULT_DIRECTORY_PORT = 8000
 
 
 class ClientError(Exception):
@@ -72,6 +79,16 @@ def connect_options(user: str, env: Mapping[str, str] | None = None) -> dict[str
 def router_url(env: Mapping[str, str] | None = None) -> str:
     env = os.environ if env is None else env
     return env.get("ROUTER_URL") or DEFAULT_ROUTER_URL
+
+
+def directory_url(env: Mapping[str, str] | None = None) -> str:
+    """DIRECTORY_URL, or where ``eo run`` serves the directory (DIRECTORY_HOST, DIRECTORY_PORT)."""
+    env = os.environ if env is None else env
+    if url := env.get("DIRECTORY_URL"):
+        return url.rstrip("/")
+    host = env.get("DIRECTORY_HOST") or "127.0.0.1"
+    host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # listening on all: use loopback
+    return f"http://{host}:{env.get('DIRECTORY_PORT') or DEFAULT_DIRECTORY_PORT}"
 
 
 async def connect(options: str | Mapping[str, Any], *, name: str = "eo-cli") -> NatsClient:
@@ -163,7 +180,34 @@ def response(
 
 
 def cancellation(referral_id: uuid.UUID, reason: str) -> ReferralCancel:
-    return ReferralCancel(message_id=uuid.uuid4(), referral_id=referral_id, reason=reason)
+    """A ``referral.cancel``: before acceptance the router cancels, after it withdraws."""
+    return msgspec.convert(
+        {"message_id": str(uuid.uuid4()), "referral_id": str(referral_id), "reason": reason},
+        ReferralCancel,
+    )
+
+
+def progress(
+    referral_id: uuid.UUID,
+    status: Any,
+    *,
+    code: Any = None,
+    note: str | None = None,
+    occurred_at: datetime.datetime | None = None,
+) -> ReferralProgress:
+    """A ``referral.progress`` (default: it happened now); ``msgspec.ValidationError`` when a
+    value is invalid or the code does not fit the status (``contracts.PROGRESS_CODES``)."""
+    when = occurred_at or datetime.datetime.now(datetime.UTC)
+    raw = {
+        "message_id": str(uuid.uuid4()),
+        "referral_id": str(referral_id),
+        "status": status,
+        "code": code,
+        "note": note,
+        "occurred_at": when.astimezone(datetime.UTC).isoformat(),
+    }
+    # From builtins, so every constraint of the contract runs (the note's length too).
+    return msgspec.convert({k: v for k, v in raw.items() if v is not None}, ReferralProgress)
 
 
 async def publish(nc: NatsClient, subject: str, message: Message) -> None:
@@ -181,19 +225,33 @@ def short(referral_id: uuid.UUID) -> str:
     return str(referral_id)[:8]
 
 
-def describe(event: ReferralStatusChanged | ReferralOffered | DeadLetter) -> str:
-    """One line for a person watching the stream."""
+#: What a status event's ``code`` is, by status: an outcome or a reason (contract v1.1).
+_CODE_LABEL = {"completed": "outcome", "not_started": "reason", "ended_early": "reason"}
+
+
+def describe(event: OutboundEvent, subject: str | None = None) -> str:
+    """One line for a person watching the stream; ``subject`` (where it was received) names
+    the provider a notice is for."""
     match event:
         case ReferralStatusChanged():
-            parts = [f"referral {short(event.referral_id)}", f"{event.status:<9}"]
+            parts = [f"referral {short(event.referral_id)}", f"{event.status:<11}"]
             if event.site_id:
                 distance = "" if event.distance_km is None else f" ({event.distance_km:.1f} km)"
                 parts.append(f"{event.site_id}{distance}")
+            if event.code:
+                parts.append(f"{_CODE_LABEL.get(event.status, 'code')} {event.code}")
             if event.explanation is not None and event.status in ("offered", "unmatched"):
                 parts.append(f"- {event.explanation.text}")
             elif event.reason:
                 parts.append(f"- {event.reason}")
             return "  ".join(parts)
+        case ProviderNotice():
+            provider = f" to {subject.rpartition('.')[2]}" if subject else ""
+            offer = "" if event.offer_id is None else f" (offer_id {event.offer_id})"
+            return (
+                f"notice   {short(event.referral_id)}{provider}  {event.kind}{offer}: "
+                f"{event.reason}"
+            )
         case ReferralOffered():
             return (
                 f"offer    {short(event.referral_id)}  to {event.provider_id} "
@@ -205,20 +263,33 @@ def describe(event: ReferralStatusChanged | ReferralOffered | DeadLetter) -> str
             return f"dead     {event.subject}{which}: {event.error}"
 
 
-def get_json(url: str) -> Any:
+def get_bytes(url: str, *, server: str = "the server", not_found: str | None = None) -> bytes:
+    """The body of a GET; ClientError says what failed (``not_found`` for a 404, if given)."""
     try:
         with urllib.request.urlopen(url, timeout=5) as reply:
-            return json.loads(reply.read())
+            body: bytes = reply.read()
+            return body
     except urllib.error.HTTPError as exc:
-        if exc.code == 404:
-            raise ClientError(f"the router does not know that referral ({url})") from exc
+        if exc.code == 404 and not_found:
+            raise ClientError(f"{not_found} ({url})") from exc
         raise ClientError(f"{url} answered {exc.code}: {exc.read().decode()[:300]}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise ClientError(
-            f"cannot reach the router at {url} ({exc}); is `make run` running? (or set ROUTER_URL)"
+            f"cannot reach {server} at {url} ({exc}); is `make run` running?"
         ) from exc
+
+
+def get_json(url: str, *, server: str = "the server", not_found: str | None = None) -> Any:
+    return json.loads(get_bytes(url, server=server, not_found=not_found))
 
 
 async def fetch_referral(base_url: str, referral_id: uuid.UUID) -> Any:
     """The router's view of a referral (GET /api/v1/referrals/{id}) as JSON."""
-    return await asyncio.to_thread(get_json, f"{base_url}/api/v1/referrals/{referral_id}")
+    return await asyncio.to_thread(
+        functools.partial(
+            get_json,
+            f"{base_url}/api/v1/referrals/{referral_id}",
+            server="the router (or set ROUTER_URL)",
+            not_found="the router does not know that referral",
+        )
+    )

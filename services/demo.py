@@ -1,43 +1,105 @@
-"""The `make run` demo: sample referrals from Lanark County, a sample provider responder that
-answers only those, and a live view of every status event on the stream.
+"""The `make run` demo: sample referrals from Lanark County, sample providers that answer and
+report on only those, and a live view of every event on the stream (contract v1.1).
 
-Sample plan (seed data): Almonte is offered to Canadian Career Academy, which accepts; Lanark
-is offered to Community Employment Services, which declines, and is re-routed to Ontrac; a
-Smiths Falls postal code goes to Ontrac; a French-language referral from Pakenham finds no
-site that serves in French and is unmatched, with the explanation.
+The story, on the seed data:
+
+- Almonte goes to Canadian Career Academy, which accepts; the client starts (``in_service``)
+  and finishes (``completed``, outcome ``employed``);
+- Lanark goes to Community Employment Services, which declines; it is re-routed to Ontrac,
+  which accepts (and keeps the place);
+- a Smiths Falls postal code goes to Ontrac, which accepts, but the client never starts
+  (``not_started``, ``could_not_contact``): the place is given back;
+- Perth goes to Community Employment Services, which accepts; then OW withdraws it, and the
+  provider gets a ``ProviderNotice`` on its own notice subject;
+- a French-language referral from Pakenham finds no site that serves in French: ``unmatched``,
+  with the explanation.
+
+The places in use at the sites (the directory's ``reserved`` of ``capacity``) are printed
+before and after. Every wait for the router is bounded (``STEP_S``): a router that does not
+handle a step says so in the output, and the demo goes on.
 """
 
 import asyncio
 import contextlib
+import functools
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
+import msgspec
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from contracts.codec import decode_outbound
 from contracts.common import ClientLocation
+from contracts.directory import NearestSites
 from contracts.referrals import (
-    TERMINAL_STATUSES,
+    ROUTING_OUTCOMES,
+    NoticeKind,
+    OutboundEvent,
+    ProgressCode,
+    ProgressStatus,
+    ProviderNotice,
     ReferralOffered,
     ReferralStatusChanged,
 )
 from contracts.subjects import (
     DEAD,
-    OFFERED_ALL,
-    REQUESTED,
-    STATUS,
+    NOTICE_PREFIX,
+    OFFERED_PREFIX,
+    STATUS_PREFIX,
+    all_of,
+    cancel_subject,
+    notice_subject,
     offered_subject,
+    progress_subject,
+    requested_subject,
     response_subject,
+    status_subject,
 )
-from services.client import build_request, describe, publish, response
+from services.client import (
+    ClientError,
+    build_request,
+    cancellation,
+    describe,
+    directory_url as default_directory_url,
+    get_bytes,
+    progress,
+    publish,
+    response,
+    short,
+)
 from services.infra.nats_auth import OPERATOR_USER, provider_user_name
 
-#: Seconds the sample provider takes to answer, so a person can follow along.
+T = TypeVar("T")
+
+#: Seconds a sample party takes for each step, so a person can follow along.
 THINK_S = 1.0
+#: Seconds the demo waits for the router at each step before it says so and moves on.
+STEP_S = 15.0
 #: The OW system (and NATS user) the demo sends its referrals as.
 DEMO_SYSTEM = "eo-demo"
+#: Where the places in use are looked at: the sites nearest to it (all the seed's).
+PLACES_NEAR = "Perth"
+_HINT = f"is the router running, on contract v1.1 ({requested_subject(DEMO_SYSTEM)})?"
+
+
+@dataclass(frozen=True)
+class Progress:
+    """The provider holding the referral reports on it."""
+
+    status: ProgressStatus
+    code: ProgressCode | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Withdraw:
+    """The OW system calls the accepted referral off."""
+
+    reason: str
 
 
 @dataclass
@@ -45,12 +107,18 @@ class Sample:
     label: str
     location: ClientLocation
     needs: list[str]
+    #: What should happen, in words.
+    story: str
     language: str = "en"
     #: The sample provider's answers to this referral's offers, in order.
     answers: list[tuple[str, str | None]] = field(default_factory=list)
+    #: What happens once it is accepted, in order.
+    then: list[Progress | Withdraw] = field(default_factory=list)
     referral_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    #: Its status events, as the OW system received them.
     path: list[str] = field(default_factory=list)
-    done: bool = False
+    #: Why the story stopped short (the router did not do a step in time), if it did.
+    stopped: str | None = None
 
 
 def samples() -> list[Sample]:
@@ -59,27 +127,230 @@ def samples() -> list[Sample]:
             "Almonte (community)",
             ClientLocation(community="Almonte"),
             ["resume_writing", "interview_skills"],
+            "accepted, in service, completed with an outcome",
             answers=[("accept", None)],
+            then=[Progress("in_service"), Progress("completed", "employed")],
         ),
         Sample(
             "Lanark (community)",
             ClientLocation(community="Lanark"),
             ["employment_counselling", "job_search"],
+            "declined, re-routed to the next site, accepted",
             answers=[("decline", "no intake until next month"), ("accept", None)],
         ),
         Sample(
             "Smiths Falls (postal code K7A 1A1)",
             ClientLocation(postal_code="K7A 1A1"),
             ["job_matching_placement"],
+            "accepted, never started: the place is given back",
             answers=[("accept", None)],
+            then=[Progress("not_started", "could_not_contact", "no answer to three calls")],
+        ),
+        Sample(
+            "Perth (community)",
+            ClientLocation(community="Perth"),
+            ["job_search"],
+            "accepted, then withdrawn by OW: the provider is told",
+            answers=[("accept", None)],
+            then=[Withdraw("the client moved out of the region")],
         ),
         Sample(
             "Pakenham, service in French (community)",
             ClientLocation(community="Pakenham"),
             ["employment_counselling"],
+            "no site serves in French: unmatched, with the explanation",
             language="fr",
         ),
     ]
+
+
+class Seen:
+    """What the demo's parties received: the OW system's status events, the providers' offers
+    and notices, by referral. The samples wait on it, each wait bounded."""
+
+    def __init__(self) -> None:
+        self.status: defaultdict[uuid.UUID, list[ReferralStatusChanged]] = defaultdict(list)
+        self.offers: defaultdict[uuid.UUID, list[ReferralOffered]] = defaultdict(list)
+        self.notices: defaultdict[uuid.UUID, list[ProviderNotice]] = defaultdict(list)
+        self._changed = asyncio.Condition()
+
+    async def add(self, event: OutboundEvent) -> None:
+        match event:
+            case ReferralStatusChanged():
+                self.status[event.referral_id].append(event)
+            case ReferralOffered():
+                self.offers[event.referral_id].append(event)
+            case ProviderNotice():
+                self.notices[event.referral_id].append(event)
+            case _:
+                return
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def until(self, found: Callable[[], T | None], within: float | None = None) -> T | None:
+        """What ``found()`` gives once it is not None, or None after ``within`` seconds
+        (default ``STEP_S``)."""
+
+        async def wait() -> T:
+            async with self._changed:
+                while (value := found()) is None:
+                    await self._changed.wait()
+                return value
+
+        try:
+            return await asyncio.wait_for(wait(), STEP_S if within is None else within)
+        except TimeoutError:
+            return None
+
+    def offer(self, referral_id: uuid.UUID, attempt: int) -> ReferralOffered | None:
+        return next((o for o in self.offers[referral_id] if o.attempt == attempt), None)
+
+    def status_in(
+        self, referral_id: uuid.UUID, statuses: Collection[str]
+    ) -> ReferralStatusChanged | None:
+        return next((s for s in self.status[referral_id] if s.status in statuses), None)
+
+    def notice(self, referral_id: uuid.UUID, kind: NoticeKind) -> ProviderNotice | None:
+        return next((n for n in self.notices[referral_id] if n.kind == kind), None)
+
+    def status_or_notice(
+        self, referral_id: uuid.UUID, status: str, refused: NoticeKind
+    ) -> ReferralStatusChanged | ProviderNotice | None:
+        return self.status_in(referral_id, {status}) or self.notice(referral_id, refused)
+
+
+@dataclass
+class Cast:
+    """The parties of the demo, each connected as its own NATS user."""
+
+    ow: NatsClient
+    providers: dict[str, NatsClient]
+    seen: Seen
+    say: Callable[[str], None]
+
+
+async def play(sample: Sample, cast: Cast) -> None:
+    """One sample's story: OW sends it, the provider answers, then reports or OW withdraws.
+
+    Each step waits for the router at most ``STEP_S``; when it does not come, the sample says
+    why in ``stopped`` and its story ends there.
+    """
+    rid, ref, seen, say = sample.referral_id, short(sample.referral_id), cast.seen, cast.say
+    request = build_request(
+        location=sample.location,
+        needs=sample.needs,
+        language=sample.language,
+        referral_id=rid,
+        system=DEMO_SYSTEM,
+        office_id="lanark",
+    )
+    say(
+        f"  [OW {DEMO_SYSTEM}] referral {ref} from {sample.label}, "
+        f"needs {', '.join(sample.needs)}, language {sample.language}"
+    )
+    await publish(cast.ow, requested_subject(DEMO_SYSTEM), request)
+    accepted: ReferralOffered | None = None
+    for attempt, (decision, reason) in enumerate(sample.answers, 1):
+        offer = await seen.until(functools.partial(seen.offer, rid, attempt))
+        if offer is None:
+            sample.stopped = f"no offer {attempt} reached a provider within {STEP_S:.0f} s; {_HINT}"
+            return
+        provider = cast.providers.get(offer.provider_id)
+        if provider is None:
+            sample.stopped = f"offered to {offer.provider_id}, which the demo does not act for"
+            return
+        await asyncio.sleep(THINK_S)
+        why = f" ({reason})" if reason else ""
+        say(f"  [provider {offer.provider_id}] {decision}s referral {ref}{why}")
+        answer = response(rid, offer.offer_id, decision, reason)
+        await publish(provider, response_subject(offer.provider_id), answer)
+        accepted = offer if decision == "accept" else accepted
+    outcome = await seen.until(functools.partial(seen.status_in, rid, ROUTING_OUTCOMES))
+    if outcome is None:
+        sample.stopped = f"routing did not end within {STEP_S:.0f} s; {_HINT}"
+        return
+    if outcome.status != "accepted" or accepted is None:
+        return
+    for step in sample.then:
+        await asyncio.sleep(THINK_S)
+        if isinstance(step, Progress):
+            sample.stopped = await report(step, accepted, cast)
+        else:
+            sample.stopped = await withdraw(step, accepted, cast)
+        if sample.stopped:
+            return
+
+
+async def report(step: Progress, offer: ReferralOffered, cast: Cast) -> str | None:
+    """The provider holding ``offer``'s referral reports ``step``; why not done, or None."""
+    rid, provider_id, seen = offer.referral_id, offer.provider_id, cast.seen
+    code = f" ({step.code})" if step.code else ""
+    cast.say(f"  [provider {provider_id}] reports referral {short(rid)} {step.status}{code}")
+    message = progress(rid, step.status, code=step.code, note=step.note)
+    await publish(cast.providers[provider_id], progress_subject(provider_id), message)
+    found = await seen.until(
+        functools.partial(seen.status_or_notice, rid, step.status, "progress_refused")
+    )
+    if found is None:
+        return (
+            f"the router did not confirm {step.status} within {STEP_S:.0f} s (does it handle "
+            f"{progress_subject(provider_id)} yet?)"
+        )
+    if isinstance(found, ProviderNotice):
+        return f"the router refused the {step.status} report: {found.reason}"
+    return None
+
+
+async def withdraw(step: Withdraw, offer: ReferralOffered, cast: Cast) -> str | None:
+    """OW withdraws ``offer``'s accepted referral; the provider is told. Why not done, or None."""
+    rid, ref, seen = offer.referral_id, short(offer.referral_id), cast.seen
+    cast.say(f"  [OW {DEMO_SYSTEM}] withdraws referral {ref} ({step.reason})")
+    await publish(cast.ow, cancel_subject(DEMO_SYSTEM), cancellation(rid, step.reason))
+    closed = await seen.until(functools.partial(seen.status_in, rid, {"withdrawn"}))
+    if closed is None:
+        return f"the router did not report it withdrawn within {STEP_S:.0f} s"
+    told = await seen.until(functools.partial(seen.notice, rid, "referral_withdrawn"))
+    if told is None:
+        return f"{offer.provider_id} got no notice on {notice_subject(offer.provider_id)}"
+    where = notice_subject(offer.provider_id)
+    cast.say(f"  [provider {offer.provider_id}] told on {where}: {ref} {told.kind} ({told.reason})")
+    return None
+
+
+#: Places in use at a site: (reserved, capacity), by site id.
+Places = dict[str, tuple[int, int]]
+
+
+async def site_places(directory_url: str) -> Places | str:
+    """The places in use at the sites nearest to ``PLACES_NEAR``, or why they are unknown.
+
+    From the directory's public search (the office finder's), so the demo needs no token.
+    """
+    url = f"{directory_url}/api/v1/sites/nearest?community={PLACES_NEAR}&limit=10"
+    try:
+        body = await asyncio.to_thread(get_bytes, url, server="the directory")
+        found = msgspec.json.decode(body, type=NearestSites)
+    except (ClientError, msgspec.DecodeError) as exc:
+        return f"places in use unknown: {exc}"
+    return {match.site.id: (match.site.reserved, match.site.capacity) for match in found.results}
+
+
+def show_places(places: Places | str, after: Places | str | None = None) -> list[str]:
+    if isinstance(places, str):
+        return [f"  {places}"]
+    title = "before -> after the demo" if after is not None else "before the demo"
+    lines = [f"  Places in use at the sites near {PLACES_NEAR} (reserved of capacity), {title}:"]
+    width = max((len(site) for site in places), default=0)
+    for site, (reserved, capacity) in places.items():
+        if after is None:
+            lines.append(f"      {site:<{width}}  {reserved} of {capacity}")
+        elif isinstance(after, str) or site not in after:
+            lines.append(f"      {site:<{width}}  {reserved} -> ? of {capacity}")
+        else:
+            lines.append(f"      {site:<{width}}  {reserved} -> {after[site][0]} of {capacity}")
+    if isinstance(after, str):
+        lines.append(f"  (after: {after})")
+    return lines
 
 
 async def run_demo(
@@ -87,103 +358,100 @@ async def run_demo(
     router_url: str,
     *,
     providers: Sequence[str],
+    directory_url: str | None = None,
     say: Callable[[str], None] = print,
 ) -> list[Sample]:
-    """Send the samples, answer their offers, print every event; return when all are final.
+    """Send the samples, play their stories, print every event; keep the live view after.
 
     Each party uses its own NATS user (``connect(user)`` opens a connection as that user): the
-    OW side is the ``eo-demo`` system, each of ``providers`` answers its own offers as
-    ``provider-<id>``, and the live view reads every event as the operator. The live view
-    keeps printing events (also for referrals sent with ``eo referral send``) until the task
-    is cancelled.
+    OW side is the ``eo-demo`` system, which reads its own status events; each of
+    ``providers`` answers its own offers and reads its own notices as ``provider-<id>``; the
+    live view reads every event as the operator. ``directory_url`` (default: where ``eo run``
+    serves it, from the environment) gives the places in use. Once every story has ended (or
+    stopped, each wait being bounded) the summary is printed; the live view keeps printing
+    events (also of referrals sent with ``eo referral send``) until the task is cancelled.
     """
     plan = samples()
     by_id = {sample.referral_id: sample for sample in plan}
-    all_done = asyncio.Event()
-    answering: set[asyncio.Task[None]] = set()
+    seen = Seen()
     connections: list[NatsClient] = []
+    directory = directory_url or default_directory_url()
 
-    async def on_event(msg: Msg) -> None:
-        event = decode_outbound(msg.data)
-        say(f"  [stream] {describe(event)}")
-        if isinstance(event, ReferralStatusChanged) and event.referral_id in by_id:
-            sample = by_id[event.referral_id]
-            sample.path.append(describe(event).split("  ", 1)[1])
-            if event.status in TERMINAL_STATUSES:
-                sample.done = True
-                if all(s.done for s in plan):
-                    all_done.set()
+    async def on_event(msg: Msg) -> None:  # the operator's live view
+        try:
+            say(f"  [stream] {describe(decode_outbound(msg.data), msg.subject)}")
+        except msgspec.DecodeError as exc:
+            say(f"  [stream] {msg.subject}: not a message of this contract ({exc})")
 
-    def on_offer(provider: NatsClient) -> Callable[[Msg], Awaitable[None]]:
-        async def received(msg: Msg) -> None:
-            offer = decode_outbound(msg.data)
-            if isinstance(offer, ReferralOffered) and offer.referral_id in by_id:
-                task = asyncio.create_task(answer(provider, by_id[offer.referral_id], offer))
-                answering.add(task)
-                task.add_done_callback(answering.discard)
-
-        return received
-
-    async def answer(provider: NatsClient, sample: Sample, offer: ReferralOffered) -> None:
-        if not sample.answers:
-            return
-        decision, reason = sample.answers.pop(0)
-        await asyncio.sleep(THINK_S)
-        say(f"  [provider {offer.provider_id}] {decision}s referral {str(offer.referral_id)[:8]}")
-        await publish(
-            provider,
-            response_subject(offer.provider_id),
-            response(offer.referral_id, offer.offer_id, decision, reason),
-        )
+    async def on_own(msg: Msg) -> None:  # what a party receives on its own subjects
+        with contextlib.suppress(msgspec.DecodeError):
+            event = decode_outbound(msg.data)
+            await seen.add(event)
+            if isinstance(event, ReferralStatusChanged) and event.referral_id in by_id:
+                by_id[event.referral_id].path.append(describe(event).split("  ", 1)[1])
 
     try:
         watch = await connect(OPERATOR_USER)
         connections.append(watch)
-        for subject in (STATUS, OFFERED_ALL, DEAD):
+        for subject in (all_of(p) for p in (STATUS_PREFIX, OFFERED_PREFIX, NOTICE_PREFIX)):
             await watch.subscribe(subject, cb=on_event)
+        await watch.subscribe(DEAD, cb=on_event)
+        acting: dict[str, NatsClient] = {}
         for provider_id in providers:
             provider = await connect(provider_user_name(provider_id))
             connections.append(provider)
-            await provider.subscribe(offered_subject(provider_id), cb=on_offer(provider))
+            acting[provider_id] = provider
+            await provider.subscribe(offered_subject(provider_id), cb=on_own)
+            await provider.subscribe(notice_subject(provider_id), cb=on_own)
         ow = await connect(DEMO_SYSTEM)
         connections.append(ow)
+        await ow.subscribe(status_subject(DEMO_SYSTEM), cb=on_own)
         for connection in connections:
             await connection.flush()  # subscribed before the first request goes out
-        say("\n  Demo: sending sample referrals (a sample provider answers only these).")
-        for sample in plan:
-            request = build_request(
-                location=sample.location,
-                needs=sample.needs,
-                language=sample.language,
-                referral_id=sample.referral_id,
-                system=DEMO_SYSTEM,
-                office_id="lanark",
-            )
-            say(
-                f"  [OW] referral {str(sample.referral_id)[:8]} from {sample.label}, "
-                f"needs {', '.join(sample.needs)}, language {sample.language}"
-            )
-            await publish(ow, REQUESTED, request)
-        await all_done.wait()
-        say(summary(plan, router_url))
+        before = await site_places(directory)
+        say("")
+        say("\n".join(show_places(before)))
+        say("\n  Demo: sending sample referrals (sample providers answer only these).")
+        cast = Cast(ow=ow, providers=acting, seen=seen, say=say)
+        await asyncio.gather(*(_play_safely(sample, cast) for sample in plan))
+        after = await site_places(directory)
+        say(summary(plan, router_url, before, after))
         await asyncio.Event().wait()  # keep the live view until cancelled
     finally:
-        for task in answering:
-            task.cancel()
         for connection in connections:
             with contextlib.suppress(Exception):
                 await connection.close()
     return plan
 
 
-def summary(plan: list[Sample], router_url: str) -> str:
+async def _play_safely(sample: Sample, cast: Cast) -> None:
+    try:
+        await play(sample, cast)
+    except (ClientError, msgspec.ValidationError) as exc:  # one story failing ends only it
+        sample.stopped = str(exc)
+
+
+def summary(plan: list[Sample], router_url: str, before: Places | str, after: Places | str) -> str:
     lines = ["", "  Paths of the sample referrals:"]
     for sample in plan:
-        lines.append(f"  {sample.referral_id}  from {sample.label}")
+        lines.append(f"  {sample.referral_id}  from {sample.label}: {sample.story}")
         lines.extend(f"      {step}" for step in sample.path)
+        if sample.stopped:
+            lines.append(f"      (the demo stopped here: {sample.stopped})")
+    lines.append("")
+    lines.extend(show_places(before, after))
     lines.append("")
     lines.append(f"  Full history: curl {router_url}/api/v1/referrals/<referral_id>")
     lines.append("  Send your own: eo referral send --community Perth --need job_search --wait")
+    lines.append(
+        "  then, as its provider: eo referral respond --provider community-employment-services "
+        "--referral <id> --accept"
+    )
+    lines.append(
+        "                         eo referral progress --provider community-employment-services "
+        "--referral <id> --status in_service"
+    )
+    lines.append("  or, as OW: eo referral withdraw <id> --reason 'the client found work'")
     lines.append("  (with .venv/bin/eo, or `make run` in one terminal and these in another)")
     lines.append("")
     return "\n".join(lines)

@@ -37,6 +37,7 @@ class FakeStore:
     offers: dict[uuid.UUID, OfferRow] = field(default_factory=dict)
     #: Offer id -> "open" or how it ended.
     offer_states: dict[uuid.UUID, str] = field(default_factory=dict)
+    closed_at: dict[uuid.UUID, datetime.datetime] = field(default_factory=dict)
     #: Handled message id -> outcome.
     processed: dict[uuid.UUID, str] = field(default_factory=dict)
     history: list[tuple[uuid.UUID, str, str, bool, str | None]] = field(default_factory=list)
@@ -58,14 +59,24 @@ class FakeStore:
         if request.referral_id in self.referrals:
             return False
         self.referrals[request.referral_id] = ReferralRow(
-            request.referral_id, "received", 0, request, origin.lat, origin.lon
+            request.referral_id,
+            "received",
+            0,
+            request,
+            origin.lat,
+            origin.lon,
+            request.source.system,
         )
         return True
 
-    async def create_rejected(self, referral_id: uuid.UUID, now: datetime.datetime) -> bool:
+    async def create_rejected(
+        self, referral_id: uuid.UUID, system: str, now: datetime.datetime
+    ) -> bool:
         if referral_id in self.referrals:
             return False
-        self.referrals[referral_id] = ReferralRow(referral_id, "rejected", 0, None, None, None)
+        self.referrals[referral_id] = ReferralRow(
+            referral_id, "rejected", 0, None, None, None, system
+        )
         return True
 
     async def lock_referral(self, referral_id: uuid.UUID) -> ReferralRow | None:
@@ -78,8 +89,12 @@ class FakeStore:
     async def offered_sites(self, referral_id: uuid.UUID) -> list[str]:
         return [o.site_id for o in self.offers.values() if o.referral_id == referral_id]
 
-    async def open_offer(self, referral_id: uuid.UUID) -> OfferRow | None:
-        return next((o for o in self.open_offers() if o.referral_id == referral_id), None)
+    async def current_offer(self, referral_id: uuid.UUID) -> OfferRow | None:
+        for offer in self.offers.values():
+            state = self.offer_states[offer.id]
+            if offer.referral_id == referral_id and state in ("open", "accepted"):
+                return replace(offer, state=state, closed_at=self.closed_at.get(offer.id))
+        return None
 
     async def insert_offer(self, offer: OfferRow) -> None:
         assert offer.id not in self.offers, "an offer id is unique (primary key)"
@@ -91,6 +106,7 @@ class FakeStore:
     ) -> None:
         if self.offer_states.get(offer_id) == "open":
             self.offer_states[offer_id] = state
+            self.closed_at[offer_id] = now
 
     async def write_behind(
         self, history: History, statuses: Statuses, finished: Outcomes, outbox: Outbound
@@ -229,4 +245,6 @@ def lanark_sites() -> list[FakeSite]:
 def unit_of_work(
     store: FakeStore, directory: FakeDirectory, now: datetime.datetime = NOW
 ) -> UnitOfWork:
-    return UnitOfWork(store=store, directory=directory, now=now, offer_timeout=TIMEOUT)
+    return UnitOfWork(
+        store=store, directory=directory, now=now, deadline=lambda moment: moment + TIMEOUT
+    )

@@ -16,17 +16,26 @@ from nats.aio.msg import Msg
 from contracts.codec import decode_outbound, encode
 from contracts.common import ClientLocation, Message
 from contracts.referrals import (
+    ROUTING_OUTCOMES,
     TERMINAL_STATUSES,
     Client,
     DeadLetter,
+    ProviderNotice,
     ReferralCancel,
     ReferralOffered,
+    ReferralProgress,
     ReferralRequested,
     ReferralResponse,
     ReferralStatusChanged,
     Source,
 )
-from contracts.subjects import CANCEL, REQUESTED, STREAM, response_subject
+from contracts.subjects import (
+    STREAM,
+    cancel_subject,
+    progress_subject,
+    requested_subject,
+    response_subject,
+)
 from tests.waits import until
 
 T = TypeVar("T")
@@ -52,7 +61,7 @@ def make_request(
         message_id=uuid.uuid4(),
         referral_id=referral_id or uuid.uuid4(),
         requested_at=datetime.datetime.now(datetime.UTC),
-        source=Source(system="ow-test", office_id="smiths-falls"),
+        source=Source(system=SYSTEM, office_id="smiths-falls"),
         client=Client(
             client_ref=f"c-{uuid.uuid4().hex[:8]}",
             location=location or ClientLocation(community="Almonte"),
@@ -88,16 +97,43 @@ async def publish(
     await js.publish(subject, data, headers=headers)
 
 
+#: The OW system of ``make_request``'s referrals.
+SYSTEM = "ow-test"
+
+
 async def send_request(js: Any, request: ReferralRequested) -> None:
-    await publish(js, REQUESTED, request)
+    """On the subject of the system the request says it comes from."""
+    await publish(js, requested_subject(request.source.system), request)
 
 
 async def send_response(js: Any, provider_id: str, response: ReferralResponse) -> None:
     await publish(js, response_subject(provider_id), response)
 
 
-async def send_cancel(js: Any, message: ReferralCancel) -> None:
-    await publish(js, CANCEL, message)
+async def send_cancel(js: Any, message: ReferralCancel, system: str = SYSTEM) -> None:
+    await publish(js, cancel_subject(system), message)
+
+
+async def send_progress(js: Any, provider_id: str, report: ReferralProgress) -> None:
+    await publish(js, progress_subject(provider_id), report)
+
+
+def progress(
+    referral_id: uuid.UUID,
+    status: Any,
+    code: Any = None,
+    *,
+    note: str | None = None,
+    occurred_at: datetime.datetime | None = None,
+) -> ReferralProgress:
+    return ReferralProgress(
+        message_id=uuid.uuid4(),
+        referral_id=referral_id,
+        status=status,
+        code=code,
+        note=note,
+        occurred_at=occurred_at or datetime.datetime.now(datetime.UTC),
+    )
 
 
 async def delete_stream(nc: NatsClient) -> None:
@@ -112,6 +148,7 @@ class Observer:
         self.status: list[ReferralStatusChanged] = []
         self.offered: list[ReferralOffered] = []
         self.dead: list[DeadLetter] = []
+        self.notices: list[ProviderNotice] = []
         self.raw: list[tuple[str, bytes]] = []
         self._changed = asyncio.Condition()
 
@@ -120,7 +157,9 @@ class Observer:
 
     async def _on(self, msg: Msg) -> None:
         self.raw.append((msg.subject, msg.data))
-        if msg.subject.startswith(("referral.status", "referral.offered", "referral.dead")):
+        if msg.subject.startswith(
+            ("referral.status", "referral.offered", "referral.notice", "referral.dead")
+        ):
             event = decode_outbound(msg.data)
             match event:
                 case ReferralStatusChanged():
@@ -129,6 +168,8 @@ class Observer:
                     self.offered.append(event)
                 case DeadLetter():
                     self.dead.append(event)
+                case ProviderNotice():
+                    self.notices.append(event)
         async with self._changed:
             self._changed.notify_all()
 
@@ -151,11 +192,29 @@ class Observer:
     async def until_terminal(
         self, referral_id: uuid.UUID, within: float = 15.0
     ) -> ReferralStatusChanged:
+        """The referral's routing outcome (accepted, unmatched, cancelled, rejected) or any
+        later closing state, whichever is the latest seen."""
+
         def terminal() -> ReferralStatusChanged | None:
             last = self.last_status(referral_id)
-            return last if last and last.status in TERMINAL_STATUSES else None
+            settled = ROUTING_OUTCOMES | TERMINAL_STATUSES
+            return last if last and last.status in settled else None
 
         return await self.wait_for(terminal, within, f"a final status of referral {referral_id}")
+
+    async def until_status(
+        self, referral_id: uuid.UUID, status: str, within: float = 15.0
+    ) -> ReferralStatusChanged:
+        def reached() -> ReferralStatusChanged | None:
+            return next(
+                (s for s in self.status if s.referral_id == referral_id and s.status == status),
+                None,
+            )
+
+        return await self.wait_for(reached, within, f"status {status} of referral {referral_id}")
+
+    def notices_for(self, referral_id: uuid.UUID) -> list[ProviderNotice]:
+        return [n for n in self.notices if n.referral_id == referral_id]
 
     async def until_offer(
         self, referral_id: uuid.UUID, attempt: int, within: float = 15.0

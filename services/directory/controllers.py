@@ -136,7 +136,8 @@ async def communities(
 
 @get("/api/v1/taxonomy", tags=["taxonomy"], opt=PUBLIC, responses=openapi.PUBLIC_READ)
 async def taxonomy(store: Store) -> Taxonomy:
-    """Service and accessibility codes with English and French names, and the catchments."""
+    """Service and accessibility codes with English and French names, the catchments, and the
+    outcome and reason codes of progress reports (DESIGN.md section 3c)."""
     return await store.taxonomy()
 
 

@@ -24,6 +24,7 @@ from contracts.directory import (
     Taxonomy,
     TaxonomyTerm,
 )
+from contracts.vocabulary import ENDED_EARLY_REASONS, NOT_STARTED_REASONS, OUTCOMES
 from services.directory.errors import Conflict, InvalidInput, NotFound
 from services.infra.db import Connection
 
@@ -131,6 +132,10 @@ class DirectoryStore:
             services=by_kind["eo_service"],
             accessibility=by_kind["eo_accessibility"],
             catchments=[Catchment(**dict(row)) for row in catchments],
+            # Part of the wire contract, so a constant of contracts/, not rows of this schema.
+            outcomes=list(OUTCOMES),
+            not_started_reasons=list(NOT_STARTED_REASONS),
+            ended_early_reasons=list(ENDED_EARLY_REASONS),
         )
 
     async def upsert_term(self, term: TaxonomyTerm) -> None:

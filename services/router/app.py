@@ -8,7 +8,6 @@ router``, ``eo run``) runs the router; shutting it down drains the loops, then N
 
 import asyncio
 import contextlib
-import datetime
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -31,6 +30,7 @@ from services.infra.db import Connection, keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations
 from services.infra.nats_auth import redact, servers_option, strip_login, url_login
+from services.router.deadlines import deadline_policy
 from services.router.directory import SqlDirectory, missing_directory_schema
 from services.router.settings import RouterSettings
 from services.router.store import SqlStore
@@ -53,7 +53,7 @@ def wiring(settings: RouterSettings) -> Wiring:
     return Wiring(
         store=SqlStore,
         directory=SqlDirectory,
-        offer_timeout=datetime.timedelta(seconds=settings.offer_timeout_s),
+        deadline=deadline_policy(settings),
         candidates=settings.candidates,
     )
 

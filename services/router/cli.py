@@ -1,36 +1,69 @@
 """``eo referral``: act on the router as an OW system or a provider would, over NATS and HTTP.
 
-``send`` publishes a ``referral.requested``, ``respond`` answers an offer as a provider,
-``cancel`` withdraws a referral, ``watch`` prints the status events, offers and dead letters,
-``show`` asks the router's HTTP API for a referral's state and history. Each party connects as
-its own NATS user; the wire is ``contracts``, the helpers are ``services.client``'s.
+As an OW system (its NATS user, the ``--system``): ``send`` publishes a referral request,
+``cancel`` calls one off before acceptance and ``withdraw`` after it. As a provider (its user
+``provider-<id>``): ``respond`` answers an offer, ``progress`` reports on an accepted referral.
+As the operator: ``watch`` prints status events, offers, notices and dead letters. ``show`` asks
+the router's HTTP API for a referral's state and history. Every party publishes on its own
+subjects (contract v1.1, ``contracts.subjects``); the helpers are ``services.client``'s.
 """
 
 import argparse
 import asyncio
+import datetime
 import json
 import sys
 import uuid
+from collections.abc import Callable, Coroutine
+from typing import Any
 
+import msgspec
 from nats.aio.msg import Msg
 
 from contracts.codec import decode_outbound
 from contracts.common import ClientLocation
-from contracts.referrals import TERMINAL_STATUSES, ReferralStatusChanged
+from contracts.referrals import (
+    PROGRESS_CODES,
+    ROUTING_OUTCOMES,
+    TERMINAL_STATUSES,
+    ProgressCode,
+    ProgressStatus,
+    ReferralStatusChanged,
+)
 from contracts.subjects import (
-    CANCEL,
     DEAD,
-    OFFERED_ALL,
-    REQUESTED,
-    STATUS,
+    NOTICE_PREFIX,
+    OFFERED_PREFIX,
+    STATUS_PREFIX,
+    all_of,
+    cancel_subject,
+    notice_subject,
     offered_subject,
+    progress_subject,
+    requested_subject,
     response_subject,
+    status_subject,
 )
 from services import client
 from services.client import ClientError
 from services.infra.nats_auth import OPERATOR_USER, provider_user_name
 
-SYSTEM_HELP = "the OW system: source.system of the message and the NATS user (default eo-cli)"
+SYSTEM_HELP = (
+    "the OW system: source.system of the message, its NATS user, and the last token of its "
+    "subjects (default eo-cli)"
+)
+#: Where ``send --wait`` stops: the referral was offered, or routing ended, or it is closed.
+WAIT_UNTIL = frozenset({"offered"}) | ROUTING_OUTCOMES | TERMINAL_STATUSES
+PROGRESS_STATUSES: tuple[str, ...] = ProgressStatus.__args__  # type: ignore[attr-defined]
+ALL_CODES: tuple[str, ...] = ProgressCode.__args__  # type: ignore[attr-defined]
+
+
+def _subject(make: Callable[[str], str], party: str) -> str:
+    """``make(party)``; a party id that is not a slug is the user's to fix."""
+    try:
+        return make(party)
+    except ValueError as exc:
+        raise ClientError(str(exc)) from exc
 
 
 def _location(args: argparse.Namespace) -> ClientLocation:
@@ -42,6 +75,7 @@ def _location(args: argparse.Namespace) -> ClientLocation:
 
 
 async def _send(args: argparse.Namespace) -> int:
+    subject = _subject(requested_subject, args.system)
     request = client.build_request(
         location=_location(args),
         needs=args.need,
@@ -59,25 +93,29 @@ async def _send(args: argparse.Namespace) -> int:
     try:
         final = asyncio.Event()
 
-        async def on_status(msg: object) -> None:
-            event = decode_outbound(msg.data)  # type: ignore[attr-defined]
+        async def on_status(msg: Msg) -> None:
+            event = decode_outbound(msg.data)
             if (
                 isinstance(event, ReferralStatusChanged)
                 and event.referral_id == request.referral_id
             ):
                 print(client.describe(event), flush=True)
-                if event.status in TERMINAL_STATUSES or event.status == "offered":
+                if event.status in WAIT_UNTIL:
                     final.set()
 
-        if args.wait:
-            await nc.subscribe(STATUS, cb=on_status)
-        await client.publish(nc, REQUESTED, request)
+        if args.wait:  # the system's own status events, subscribed before the request goes out
+            await nc.subscribe(status_subject(args.system), cb=on_status)
+        await client.publish(nc, subject, request)
         print(f"sent referral {request.referral_id}", flush=True)
         if args.wait:
             try:
                 await asyncio.wait_for(final.wait(), args.timeout)
             except TimeoutError:
-                print(f"no offer or final state within {args.timeout} s", file=sys.stderr)
+                print(
+                    f"no offer or routing outcome within {args.timeout} s "
+                    f"(on {status_subject(args.system)})",
+                    file=sys.stderr,
+                )
                 return 1
     finally:
         await nc.close()
@@ -85,10 +123,7 @@ async def _send(args: argparse.Namespace) -> int:
 
 
 async def _respond(args: argparse.Namespace) -> int:
-    try:
-        response_subject(args.provider)
-    except ValueError as exc:
-        raise ClientError(str(exc)) from exc
+    subject = _subject(response_subject, args.provider)
     offer_id = args.offer
     if offer_id is None:
         view = await client.fetch_referral(client.router_url(), args.referral)
@@ -102,37 +137,103 @@ async def _respond(args: argparse.Namespace) -> int:
     message = client.response(args.referral, offer_id, decision, args.reason)
     nc = await client.connect_as(provider_user_name(args.provider))
     try:
-        await client.publish(nc, response_subject(args.provider), message)
+        await client.publish(nc, subject, message)
     finally:
         await nc.close()
     print(f"{args.provider} answered {decision} to offer {offer_id} of referral {args.referral}")
     return 0
 
 
-async def _cancel(args: argparse.Namespace) -> int:
-    nc = await client.connect_as(args.system)
+def _occurred_at(text: str | None) -> datetime.datetime | None:
+    if text is None:
+        return None
     try:
-        await client.publish(nc, CANCEL, client.cancellation(args.referral, args.reason))
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise ClientError(
+            f"--occurred-at {text!r} is not an ISO 8601 time (e.g. 2026-11-21T09:30-05:00, "
+            "or 2026-11-21 for local midnight)"
+        ) from exc
+    return when.astimezone(datetime.UTC)  # a time without an offset is local time
+
+
+async def _progress(args: argparse.Namespace) -> int:
+    subject = _subject(progress_subject, args.provider)
+    try:
+        message = client.progress(
+            args.referral,
+            args.status,
+            code=args.code,
+            note=args.note,
+            occurred_at=_occurred_at(args.occurred_at),
+        )
+    except msgspec.ValidationError as exc:
+        raise ClientError(f"not a valid progress report: {exc}") from exc
+    nc = await client.connect_as(provider_user_name(args.provider))
+    try:
+        await client.publish(nc, subject, message)
     finally:
         await nc.close()
-    print(f"asked to cancel referral {args.referral}")
+    code = f" ({message.code})" if message.code else ""
+    print(
+        f"{args.provider} reported {message.status}{code} for referral {args.referral}; "
+        f"a refusal would come as a notice on {notice_subject(args.provider)}"
+    )
     return 0
 
 
+async def _call_off(args: argparse.Namespace, verb: str) -> int:
+    subject = _subject(cancel_subject, args.system)
+    try:
+        message = client.cancellation(args.referral, args.reason)
+    except msgspec.ValidationError as exc:
+        raise ClientError(f"not a valid --reason: {exc}") from exc
+    nc = await client.connect_as(args.system)
+    try:
+        await client.publish(nc, subject, message)
+    finally:
+        await nc.close()
+    status = status_subject(args.system)
+    print(f"asked to {verb} referral {args.referral} (its status events: {status})")
+    return 0
+
+
+async def _cancel(args: argparse.Namespace) -> int:
+    return await _call_off(args, "cancel")
+
+
+async def _withdraw(args: argparse.Namespace) -> int:
+    return await _call_off(args, "withdraw")
+
+
+def watched_subjects(system: str | None, provider: str | None) -> list[str]:
+    """What ``watch`` subscribes to: the status events of one system or all, the offers and
+    notices of one provider or all, and the dead letters."""
+    status = all_of(STATUS_PREFIX) if system is None else _subject(status_subject, system)
+    if provider is None:
+        to_providers = [all_of(OFFERED_PREFIX), all_of(NOTICE_PREFIX)]
+    else:
+        to_providers = [_subject(offered_subject, provider), notice_subject(provider)]
+    return [status, *to_providers, DEAD]
+
+
 async def _watch(args: argparse.Namespace) -> int:
-    nc = await client.connect_as(OPERATOR_USER)  # every provider's offers and the dead letters
+    subjects = watched_subjects(args.system, args.provider)
+    nc = await client.connect_as(OPERATOR_USER)  # every party's subjects and the dead letters
 
     async def on_event(msg: Msg) -> None:
         if args.json:
             line = {"subject": msg.subject, "message": json.loads(msg.data)}
             print(json.dumps(line), flush=True)
-        else:
-            print(client.describe(decode_outbound(msg.data)), flush=True)
+            return
+        try:
+            print(client.describe(decode_outbound(msg.data), msg.subject), flush=True)
+        except msgspec.DecodeError as exc:
+            print(f"?        {msg.subject}: not a message of this contract ({exc})", flush=True)
 
-    offered = offered_subject(args.provider) if args.provider else OFFERED_ALL
-    for subject in (STATUS, offered, DEAD):
+    for subject in subjects:
         await nc.subscribe(subject, cb=on_event)
-    print(f"watching {STATUS}, {offered} and {DEAD} on {client.nats_url()} (Ctrl-C stops)")
+    print(f"watching {', '.join(subjects)} on {client.nats_url()} (Ctrl-C stops)", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
@@ -146,31 +247,56 @@ async def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+ACTIONS: dict[str, Callable[[argparse.Namespace], Coroutine[Any, Any, int]]] = {
+    "send": _send,
+    "cancel": _cancel,
+    "withdraw": _withdraw,
+    "respond": _respond,
+    "progress": _progress,
+    "watch": _watch,
+    "show": _show,
+}
+
+
 def cmd_referral(args: argparse.Namespace) -> int:
-    action = {"send": _send, "respond": _respond, "cancel": _cancel, "watch": _watch}.get(
-        args.action, _show
-    )
     try:
-        return asyncio.run(action(args))
+        return asyncio.run(ACTIONS[args.action](args))
     except ClientError as exc:
         print(f"eo: {exc}", file=sys.stderr)
         return 1
 
 
+def _codes_help() -> str:
+    by_status = "; ".join(
+        f"{status}: {', '.join(codes)}" for status, codes in PROGRESS_CODES.items() if codes
+    )
+    return f"the outcome or reason code the status needs ({by_status}); none for in_service"
+
+
 def add_referral_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     referral = commands.add_parser(
         "referral",
-        help="act as an OW system or a provider: send, respond, cancel, watch, show",
+        help="act as an OW system or a provider: send, cancel, withdraw, respond, progress, "
+        "watch, show",
         description="Talk to a running router over NATS (NATS_URL, default the `make run` "
-        "server) and its HTTP API (ROUTER_URL, default http://127.0.0.1:8001).",
+        "server) and its HTTP API (ROUTER_URL, default http://127.0.0.1:8001). Each party "
+        "uses its own NATS user and its own subjects (contract v1.1): an OW system "
+        "referral.requested.<system>, referral.cancel.<system> and referral.status.<system>; "
+        "a provider referral.offered.<id>, referral.notice.<id>, referral.response.<id> and "
+        "referral.progress.<id>.",
+        epilog="A referral's life: eo referral send ... --wait; eo referral respond --provider "
+        "P --referral R --accept; eo referral progress --provider P --referral R --status "
+        "in_service; then --status completed --code employed (or not_started / ended_early "
+        "with a reason code); eo referral withdraw R --reason ... if OW calls it off.",
     )
     actions = referral.add_subparsers(dest="action", required=True, metavar="ACTION")
     referral.set_defaults(handler=cmd_referral)
 
     send = actions.add_parser(
         "send",
-        help="publish a referral.requested, as an OW system would",
-        epilog="example: eo referral send --community Almonte --need resume_writing --wait",
+        help="publish a referral request on referral.requested.<system>, as an OW system would",
+        epilog="example: eo referral send --community Almonte --need resume_writing --wait "
+        "(--system ow-lanark to send as that system, with its login)",
     )
     where = send.add_mutually_exclusive_group(required=True)
     where.add_argument("--postal-code", help="the client's postal code, e.g. 'K7A 1A1'")
@@ -192,13 +318,40 @@ def add_referral_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     send.add_argument("--client-ref", help="opaque client reference (default: random)")
     send.add_argument("--system", default="eo-cli", help=SYSTEM_HELP)
     send.add_argument(
-        "--wait", action="store_true", help="print status events until offered or final"
-    )
+        "--wait", action="store_true",
+        help="print the referral's status events (referral.status.<system>) until it is "
+        "offered, or routing ends (unmatched, cancelled, rejected)",
+    )  # fmt: skip
     send.add_argument("--timeout", type=float, default=30.0, help="seconds --wait waits (30)")
+
+    for name, when in (
+        ("cancel", "before acceptance it is cancelled, after it withdrawn"),
+        ("withdraw", "the same message as cancel, by its name after acceptance"),
+    ):
+        call_off = actions.add_parser(
+            name,
+            help=f"{name} a referral on referral.cancel.<system>, as the OW system that sent "
+            f"it would ({when})",
+            description=f"Publish a referral.cancel on referral.cancel.<system>: {when}. The "
+            "provider holding it gets a notice on referral.notice.<provider_id>. Only the "
+            "system that sent the referral may call it off.",
+            epilog=f"example: eo referral {name} 0b8e2f4a-6c1d-4f3e-8a7b-9d2c1e0f5a64 "
+            "--reason 'client found work' --system eo-cli",
+        )
+        call_off.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")
+        call_off.add_argument(
+            "--reason",
+            default="the caseworker called it off",
+            help="why (shown to the provider; up to 500 characters)",
+        )
+        call_off.add_argument("--system", default="eo-cli", help=SYSTEM_HELP)
 
     respond = actions.add_parser(
         "respond",
-        help="answer an offer, as a provider would (as its NATS user, provider-<PROVIDER_ID>)",
+        help="answer an offer on referral.response.<PROVIDER_ID>, as a provider would (as its "
+        "NATS user, provider-<PROVIDER_ID>)",
+        epilog="example: eo referral respond --provider canadian-career-academy --referral "
+        "REFERRAL_ID --decline --reason 'no intake until next month'",
     )
     respond.add_argument("--provider", required=True, metavar="PROVIDER_ID")
     respond.add_argument("--referral", required=True, type=uuid.UUID, metavar="REFERRAL_ID")
@@ -211,16 +364,50 @@ def add_referral_commands(commands: "argparse._SubParsersAction[argparse.Argumen
     decision.add_argument("--decline", action="store_true")
     respond.add_argument("--reason", help="why (shown to OW)")
 
-    cancel = actions.add_parser("cancel", help="withdraw a referral, as OW would")
-    cancel.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")
-    cancel.add_argument("--reason", default="withdrawn by the caseworker")
-    cancel.add_argument("--system", default="eo-cli", help=SYSTEM_HELP)
+    report = actions.add_parser(
+        "progress",
+        help="report on an accepted referral on referral.progress.<PROVIDER_ID>, as the "
+        "provider holding it would (in_service, completed, not_started, ended_early)",
+        description="Publish a referral.progress as the provider's NATS user. Only the "
+        "provider holding the accepted referral may report, along accepted -> in_service -> "
+        "completed | ended_early, or accepted -> not_started; the router refuses anything "
+        "else with a notice on referral.notice.<PROVIDER_ID> (eo referral watch --provider "
+        "shows it).",
+        epilog="examples: eo referral progress --provider canadian-career-academy --referral "
+        "REFERRAL_ID --status in_service; ... --status completed --code employed; ... --status "
+        "not_started --code could_not_contact --note 'three calls, no answer'",
+    )
+    report.add_argument("--provider", required=True, metavar="PROVIDER_ID")
+    report.add_argument("--referral", required=True, type=uuid.UUID, metavar="REFERRAL_ID")
+    report.add_argument("--status", required=True, choices=PROGRESS_STATUSES)
+    report.add_argument("--code", choices=ALL_CODES, metavar="CODE", help=_codes_help())
+    report.add_argument(
+        "--note", help="at most 200 characters, never a name, contact or case detail"
+    )
+    report.add_argument(
+        "--occurred-at", metavar="ISO_TIME",
+        help="when it happened, e.g. 2026-11-21T09:30-05:00 (default now; without an offset, "
+        "local time); not in the future, not before acceptance",
+    )  # fmt: skip
 
     watch = actions.add_parser(
-        "watch", help="print status events, offers and dead letters (as the NATS operator)"
+        "watch",
+        help="print status events, offers, notices and dead letters (as the NATS operator)",
+        epilog="examples: eo referral watch; eo referral watch --system eo-cli --provider "
+        "canadian-career-academy; eo referral watch --json",
     )
-    watch.add_argument("--provider", metavar="PROVIDER_ID", help="only this provider's offers")
+    watch.add_argument(
+        "--system", metavar="SYSTEM", help="only this OW system's status events (default all)"
+    )
+    watch.add_argument(
+        "--provider", metavar="PROVIDER_ID",
+        help="only this provider's offers and notices (default all)",
+    )  # fmt: skip
     watch.add_argument("--json", action="store_true", help="one JSON object per line")
 
-    show = actions.add_parser("show", help="a referral's state and full history (router HTTP)")
+    show = actions.add_parser(
+        "show",
+        help="a referral's state and full history (router HTTP)",
+        epilog="example: eo referral show 0b8e2f4a-6c1d-4f3e-8a7b-9d2c1e0f5a64",
+    )
     show.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")

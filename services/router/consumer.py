@@ -21,21 +21,21 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
 from contracts.codec import decode_inbound, peek_referral_id
-from contracts.referrals import ReferralCancel, ReferralEvent, ReferralRequested, ReferralResponse
-from contracts.subjects import (
-    CANCEL,
-    REQUESTED,
-    RESPONSE_PREFIX,
-    ROUTER_DURABLE,
-    STREAM,
-    provider_id_from_response_subject,
+from contracts.referrals import (
+    ReferralCancel,
+    ReferralEvent,
+    ReferralProgress,
+    ReferralRequested,
+    ReferralResponse,
 )
+from contracts.subjects import ROUTER_DURABLE, STREAM, InboundKind, inbound_party
 from services.infra.db import Connection
 from services.router.handlers import (
     InvalidRequest,
     Locate,
     on_cancel,
     on_invalid,
+    on_progress,
     on_requested,
     on_response,
 )
@@ -55,8 +55,18 @@ class InvalidMessage(Exception):
     """The bytes on the subject are not a message the router accepts."""
 
 
-def parse(subject: str, data: bytes) -> tuple[ReferralEvent, str | None]:
-    """The message on ``subject`` and, for a response, the provider the subject names."""
+#: Which message each kind of inbound subject carries.
+_EXPECTED: dict[InboundKind, type] = {
+    "requested": ReferralRequested,
+    "cancel": ReferralCancel,
+    "response": ReferralResponse,
+    "progress": ReferralProgress,
+}
+
+
+def parse(subject: str, data: bytes) -> tuple[ReferralEvent, str]:
+    """The message on ``subject`` and the party the subject names (the OW system of a request
+    or cancel, the provider of a response or progress report)."""
     if _NUL.search(data):
         # Valid JSON, but no PostgreSQL text can hold it, and no real value contains it.
         raise InvalidMessage("invalid message: a string contains the NUL character (\\u0000)")
@@ -66,18 +76,14 @@ def parse(subject: str, data: bytes) -> tuple[ReferralEvent, str | None]:
         raise InvalidMessage(f"invalid message: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise InvalidMessage(f"not a JSON message: {exc}") from exc
-    provider_id = None
-    expected: type | None = {REQUESTED: ReferralRequested, CANCEL: ReferralCancel}.get(subject)
-    if subject.startswith(f"{RESPONSE_PREFIX}."):
-        try:
-            provider_id = provider_id_from_response_subject(subject)
-        except ValueError as exc:
-            raise InvalidMessage(str(exc)) from exc
-        expected = ReferralResponse
-    if expected is None or not isinstance(event, expected):
+    try:
+        kind, party = inbound_party(subject)
+    except ValueError as exc:
+        raise InvalidMessage(str(exc)) from exc
+    if not isinstance(event, _EXPECTED[kind]):
         tag = type(event).__struct_config__.tag
         raise InvalidMessage(f"a {tag} message does not belong on {subject}")
-    return event, provider_id
+    return event, party
 
 
 class Consumer:
@@ -107,20 +113,25 @@ class Consumer:
         what it did and the outbox rows to publish. Not settled: that is ``handle``'s."""
         now = utcnow()
         try:
-            event, provider_id = parse(subject, data)
+            event, party = parse(subject, data)
             match event:
                 case ReferralRequested():
                     locate = self.locate
                     return await self.wiring.run(
-                        conn, now, lambda uow: on_requested(event, uow=uow, locate=locate)
+                        conn, now, lambda uow: on_requested(event, party, uow=uow, locate=locate)
                     )
                 case ReferralResponse():
-                    assert provider_id is not None  # parse() read it from the subject
                     return await self.wiring.run(
-                        conn, now, lambda uow: on_response(event, provider_id, uow=uow)
+                        conn, now, lambda uow: on_response(event, party, uow=uow)
                     )
                 case ReferralCancel():
-                    return await self.wiring.run(conn, now, lambda uow: on_cancel(event, uow=uow))
+                    return await self.wiring.run(
+                        conn, now, lambda uow: on_cancel(event, party, uow=uow)
+                    )
+                case ReferralProgress():
+                    return await self.wiring.run(
+                        conn, now, lambda uow: on_progress(event, party, uow=uow)
+                    )
         except (InvalidMessage, InvalidRequest) as exc:
             error = str(exc)
         return await self.wiring.run(

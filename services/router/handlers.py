@@ -16,11 +16,31 @@ from collections.abc import Callable, Sequence
 from contracts.codec import peek_referral_id
 from contracts.common import ClientLocation
 from contracts.directory import Origin
-from contracts.referrals import ReferralCancel, ReferralRequested, ReferralResponse
-from contracts.subjects import DEAD, REQUESTED, response_subject
+from contracts.referrals import (
+    ReferralCancel,
+    ReferralProgress,
+    ReferralRequested,
+    ReferralResponse,
+)
+from contracts.subjects import (
+    DEAD,
+    cancel_subject,
+    inbound_party,
+    progress_subject,
+    requested_subject,
+    response_subject,
+)
 from services.geo import UnresolvableLocation
 from services.router import lifecycle, messages
-from services.router.lifecycle import Cancel, Decision, Expire, Match, Respond, Trigger
+from services.router.lifecycle import (
+    Cancel,
+    Decision,
+    Expire,
+    Match,
+    Progress,
+    Respond,
+    Trigger,
+)
 from services.router.matching import Candidate, Choice, choose
 from services.router.model import Handled, Point, ReferralRow, Transition
 from services.router.unit_of_work import UnitOfWork
@@ -42,10 +62,19 @@ class Contention(Exception):
 # -- the handlers ------------------------------------------------------------------------------
 
 
-async def on_requested(msg: ReferralRequested, *, uow: UnitOfWork, locate: Locate) -> Handled:
-    """A new referral: store it, then offer it to the nearest suitable site (or unmatched)."""
-    if not await uow.store.claim_message(msg.message_id, msg.referral_id, REQUESTED, uow.now):
+async def on_requested(
+    msg: ReferralRequested, system: str, *, uow: UnitOfWork, locate: Locate
+) -> Handled:
+    """A new referral from OW system ``system`` (the subject's): store it, then offer it to the
+    nearest suitable site (or unmatched)."""
+    subject = requested_subject(system)
+    if not await uow.store.claim_message(msg.message_id, msg.referral_id, subject, uow.now):
         return Handled("duplicate_message", msg.referral_id)
+    if msg.source.system != system:
+        raise InvalidRequest(
+            f"source.system: {msg.source.system!r} is not the system whose subject it came on "
+            f"({subject})"
+        )
     try:
         origin = locate(msg.client.location)
     except UnresolvableLocation as exc:
@@ -54,8 +83,8 @@ async def on_requested(msg: ReferralRequested, *, uow: UnitOfWork, locate: Locat
         reason = "a referral with this referral_id exists already; the repeat changed nothing"
         uow.finish(msg.message_id, "duplicate_referral", reason)
         return Handled("duplicate_referral", msg.referral_id, reason)
-    uow.record(msg.referral_id, lifecycle.received(origin, msg.message_id))
-    referral = ReferralRow(msg.referral_id, "received", 0, msg, origin.lat, origin.lon)
+    uow.record(msg.referral_id, system, lifecycle.received(origin, msg.message_id))
+    referral = ReferralRow(msg.referral_id, "received", 0, msg, origin.lat, origin.lon, system)
     handled = await offer_next(referral, uow, msg.message_id)
     uow.finish(msg.message_id, handled.outcome, handled.reason)
     return handled
@@ -83,16 +112,33 @@ async def on_timeout(referral_id: uuid.UUID, *, uow: UnitOfWork) -> Handled:
     return await _handle(referral_id, Expire(), uow, None)
 
 
-async def on_cancel(msg: ReferralCancel, *, uow: UnitOfWork) -> Handled:
-    """OW withdraws the referral: any non-terminal state becomes cancelled; an open offer is
-    withdrawn and its place freed.
+async def on_cancel(msg: ReferralCancel, system: str, *, uow: UnitOfWork) -> Handled:
+    """OW system ``system`` calls its referral off: before acceptance it is cancelled (an open
+    offer withdrawn, its place freed), after it withdrawn (the place freed, the provider told).
     """
-    if not await uow.store.claim_message(
-        msg.message_id, msg.referral_id, "referral.cancel", uow.now
-    ):
+    subject = cancel_subject(system)
+    if not await uow.store.claim_message(msg.message_id, msg.referral_id, subject, uow.now):
         return Handled("duplicate_message", msg.referral_id)
-    cancel = Cancel(reason=msg.reason, message_id=msg.message_id)
+    cancel = Cancel(system=system, reason=msg.reason, message_id=msg.message_id)
     handled = await _handle(msg.referral_id, cancel, uow, msg.message_id)
+    uow.finish(msg.message_id, handled.outcome, handled.reason)
+    return handled
+
+
+async def on_progress(msg: ReferralProgress, provider_id: str, *, uow: UnitOfWork) -> Handled:
+    """The provider ``provider_id`` (the subject's) reports on a referral it holds."""
+    subject = progress_subject(provider_id)
+    if not await uow.store.claim_message(msg.message_id, msg.referral_id, subject, uow.now):
+        return Handled("duplicate_message", msg.referral_id)
+    report = Progress(
+        provider_id=provider_id,
+        status=msg.status,
+        code=msg.code,
+        note=msg.note,
+        occurred_at=msg.occurred_at,
+        message_id=msg.message_id,
+    )
+    handled = await _handle(msg.referral_id, report, uow, msg.message_id)
     uow.finish(msg.message_id, handled.outcome, handled.reason)
     return handled
 
@@ -113,18 +159,28 @@ async def on_invalid(
     await uow.flush()  # written now: whether it was queued before decides what follows
     if len(uow.outbox) == before:
         return Handled("duplicate_message", referral_id, error, poison=True)
-    if subject != REQUESTED or referral_id is None:
+    system = _requesting_system(subject)
+    if system is None or referral_id is None:
         return Handled("dead_letter", referral_id, error, poison=True)
-    if await uow.store.create_rejected(referral_id, uow.now):
+    if await uow.store.create_rejected(referral_id, system, uow.now):
         entry = Transition(event="reject", status="rejected", attempt=0, reason=error)
-        uow.record(referral_id, entry)
+        uow.record(referral_id, system, entry)
         return Handled("rejected", referral_id, error, poison=True)
     referral = await uow.store.lock_referral(referral_id)
     assert referral is not None  # it exists: creating it conflicted
     why = f"an invalid repeat was dead-lettered: {error}"
     decision = lifecycle.refuse(referral, "reject", why, None)
-    await _apply(referral.id, decision, uow)
+    await _apply(referral, decision, uow)
     return Handled(decision.outcome, referral_id, decision.reason, poison=True)
+
+
+def _requesting_system(subject: str) -> str | None:
+    """The OW system of a ``referral.requested.<system>`` subject; None for any other."""
+    try:
+        kind, system = inbound_party(subject)
+    except ValueError:
+        return None
+    return system if kind == "requested" else None
 
 
 # -- load, decide, write -----------------------------------------------------------------------
@@ -134,19 +190,20 @@ async def _handle(
     referral_id: uuid.UUID, trigger: Trigger, uow: UnitOfWork, message_id: uuid.UUID | None
 ) -> Handled:
     referral = await uow.store.lock_referral(referral_id)
-    offer = None if referral is None else await uow.store.open_offer(referral_id)
+    offer = None if referral is None else await uow.store.current_offer(referral_id)
     decision = lifecycle.decide(referral, offer, trigger, uow.now)
+    await _apply(referral, decision, uow)
     if referral is None:
         return Handled(decision.outcome, referral_id, decision.reason)
-    await _apply(referral.id, decision, uow)
     if decision.offer_next and decision.status is not None:
         moved = dataclasses.replace(referral, status=decision.status)
         return await offer_next(moved, uow, message_id)
     return Handled(decision.outcome, referral.id, decision.reason)
 
 
-async def _apply(referral_id: uuid.UUID, decision: Decision, uow: UnitOfWork) -> None:
-    """Write what ``decision`` says, in the transaction of ``uow``."""
+async def _apply(referral: ReferralRow | None, decision: Decision, uow: UnitOfWork) -> None:
+    """Write what ``decision`` says, in the transaction of ``uow`` (about an unknown referral
+    it says only whom to tell)."""
     if decision.close_offer is not None:
         offer_id, end = decision.close_offer
         await uow.store.close_offer(offer_id, end, uow.now)
@@ -155,7 +212,8 @@ async def _apply(referral_id: uuid.UUID, decision: Decision, uow: UnitOfWork) ->
     if decision.new_offer is not None:
         await uow.store.insert_offer(decision.new_offer)
     for entry in decision.entries:
-        uow.record(referral_id, entry)
+        assert referral is not None  # an unknown referral has no history
+        uow.record(referral.id, referral.system, entry)
     for subject, message in decision.messages:
         uow.emit(subject, message)
 
@@ -192,11 +250,11 @@ async def offer_next(
     )
     match = Match(
         choice=Choice(site, explained.explanation),
-        offer_timeout=uow.offer_timeout,
+        deadline=uow.deadline(uow.now),
         message_id=message_id,
     )
     decision = lifecycle.decide(referral, None, match, uow.now)
-    await _apply(referral.id, decision, uow)
+    await _apply(referral, decision, uow)
     return Handled(decision.outcome, referral.id, decision.reason)
 
 

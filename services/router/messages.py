@@ -7,7 +7,14 @@ import datetime
 import uuid
 
 from contracts.codec import derive_message_id
-from contracts.referrals import DeadLetter, ReferralOffered, ReferralStatusChanged
+from contracts.referrals import (
+    DeadLetter,
+    NoticeKind,
+    ProgressCode,
+    ProviderNotice,
+    ReferralOffered,
+    ReferralStatusChanged,
+)
 from services.router.model import OfferRow, ReferralRow, Transition
 
 #: The referral id of a dead letter whose payload had none.
@@ -50,6 +57,33 @@ def status_changed(
         # The history keeps the full text; the dead letter of a rejected request does too.
         reason=status_reason(entry.reason),
         explanation=entry.explanation,
+        code=_code(entry.code),
+    )
+
+
+def _code(code: str | None) -> ProgressCode | None:
+    # Only codes a decoded ReferralProgress carried reach a transition.
+    return code  # type: ignore[return-value]
+
+
+def notice(
+    referral_id: uuid.UUID,
+    kind: NoticeKind,
+    reason: str,
+    *,
+    at: datetime.datetime,
+    cause: str | int | uuid.UUID,
+    offer_id: uuid.UUID | None = None,
+) -> ProviderNotice:
+    """A notice to a provider; ``cause`` (the offer's attempt, the refused message's id) makes
+    its message id, so the same cause is the same notice."""
+    return ProviderNotice(
+        message_id=derive_message_id(referral_id, "notice", kind, str(cause)),
+        referral_id=referral_id,
+        kind=kind,
+        reason=status_reason(reason) or reason,
+        offer_id=offer_id,
+        at=at,
     )
 
 
@@ -69,6 +103,7 @@ def offered(referral: ReferralRow, offer: OfferRow) -> ReferralOffered:
         language=request.client.language,
         accessibility_needs=request.client.accessibility_needs,
         client_ref=request.client.client_ref,
+        source=request.source,
     )
 
 

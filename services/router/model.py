@@ -29,6 +29,8 @@ class ReferralRow:
     request: ReferralRequested | None
     lat: float | None
     lon: float | None
+    #: The OW system that sent it (its status events go to that system only).
+    system: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,10 @@ class OfferRow:
     distance_km: float
     offered_at: datetime.datetime
     expires_at: datetime.datetime
+    #: ``open`` until answered; ``accepted`` for the offer the referral is held under.
+    state: str = "open"
+    #: When it stopped being open (for an accepted offer: the acceptance).
+    closed_at: datetime.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,8 @@ class Transition:
     reason: str | None = None
     explanation: Explanation | None = None
     message_id: uuid.UUID | None = None
+    #: The outcome or reason code of a progress report.
+    code: str | None = None
 
 
 @dataclass(frozen=True)

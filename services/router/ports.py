@@ -42,7 +42,9 @@ class Store(Protocol):
         """Store a new referral as ``received``; False when its id is already known."""
         ...
 
-    async def create_rejected(self, referral_id: uuid.UUID, now: datetime.datetime) -> bool:
+    async def create_rejected(
+        self, referral_id: uuid.UUID, system: str, now: datetime.datetime
+    ) -> bool:
         """Store a referral whose request was invalid as ``rejected``; False when known."""
         ...
 
@@ -56,7 +58,9 @@ class Store(Protocol):
 
     async def offered_sites(self, referral_id: uuid.UUID) -> list[str]: ...
 
-    async def open_offer(self, referral_id: uuid.UUID) -> OfferRow | None: ...
+    async def current_offer(self, referral_id: uuid.UUID) -> OfferRow | None:
+        """The referral's open offer, or the accepted one it is held under."""
+        ...
 
     async def insert_offer(self, offer: OfferRow) -> None: ...
 

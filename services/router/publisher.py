@@ -1,5 +1,6 @@
 """Publishing outbox rows to JetStream, each with its ``Nats-Msg-Id`` (JetStream drops a repeat
-within the stream's duplicate window), after making sure each offered provider has its consumer.
+within the stream's duplicate window), after making sure the consumer of each party it is for
+exists.
 """
 
 import asyncio
@@ -9,7 +10,7 @@ import structlog
 from nats.js import JetStreamContext
 
 from services.router.model import OutboxRow
-from services.router.provider_consumers import ProviderConsumers
+from services.router.party_consumers import PartyConsumers
 
 log = structlog.get_logger("router")
 
@@ -17,12 +18,12 @@ log = structlog.get_logger("router")
 class OutboxPublisher:
     def __init__(self, js: JetStreamContext) -> None:
         self.js = js
-        self.provider_consumers = ProviderConsumers(js)
+        self.party_consumers = PartyConsumers(js)
 
     async def publish(self, rows: Sequence[OutboxRow]) -> list[int]:
         """Publish ``rows`` concurrently; the ids of those JetStream stored (the others stay
         unsent, for the relay)."""
-        await self.provider_consumers.ensure([row.subject for row in rows])
+        await self.party_consumers.ensure([row.subject for row in rows])
 
         async def one(row: OutboxRow) -> int:
             headers = {"Nats-Msg-Id": str(row.message_id)}

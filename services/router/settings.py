@@ -6,17 +6,17 @@ from typing import Annotated
 
 import msgspec
 
-#: Two days, as DESIGN.md section 1 expects providers to answer within.
-DEFAULT_OFFER_TIMEOUT_S = 2 * 24 * 3600.0
-
 
 class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str
     nats_url: str
     host: str = "127.0.0.1"
     port: int = 8001
-    #: How long a provider has to answer an offer before it counts as declined (timeout).
-    offer_timeout_s: float = DEFAULT_OFFER_TIMEOUT_S
+    #: Ontario business days a provider has to answer an offer before it counts as declined
+    #: (timeout); weekends and Ontario's public holidays do not count (deadlines.py).
+    offer_business_days: Annotated[int, msgspec.Meta(ge=1)] = 2
+    #: When set, a plain number of seconds instead of business days (tests use fractions).
+    offer_timeout_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
     #: How often expired offers and unsent outbox rows are looked for.
     sweep_interval_s: float = 1.0
     #: Outbox rows older than this that are still unsent are re-published by the relay

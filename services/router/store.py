@@ -39,6 +39,7 @@ def _referral(row: Any) -> ReferralRow:
         request=_request(row["request"]),
         lat=row["lat"],
         lon=row["lon"],
+        system=row["source_system"],
     )
 
 
@@ -100,12 +101,15 @@ class SqlStore:
         )
         return bool(created)
 
-    async def create_rejected(self, referral_id: uuid.UUID, now: datetime.datetime) -> bool:
+    async def create_rejected(
+        self, referral_id: uuid.UUID, system: str, now: datetime.datetime
+    ) -> bool:
         """Store a referral whose request was invalid as ``rejected``; False when known."""
         created = await self.conn.fetchval(
-            "INSERT INTO router.referral (id, status, created_at, updated_at)"
-            " VALUES ($1, 'rejected', $2, $2) ON CONFLICT (id) DO NOTHING RETURNING true",
+            "INSERT INTO router.referral (id, status, source_system, created_at, updated_at)"
+            " VALUES ($1, 'rejected', $2, $3, $3) ON CONFLICT (id) DO NOTHING RETURNING true",
             referral_id,
+            system,
             now,
         )
         return bool(created)
@@ -113,7 +117,7 @@ class SqlStore:
     async def lock_referral(self, referral_id: uuid.UUID) -> ReferralRow | None:
         """The referral, locked until the transaction ends (one handler per referral at a time)."""
         row = await self.conn.fetchrow(
-            "SELECT id, status, attempt, request::text AS request, lat, lon"
+            "SELECT id, status, attempt, request::text AS request, lat, lon, source_system"
             " FROM router.referral WHERE id = $1 FOR UPDATE",
             referral_id,
         )
@@ -141,9 +145,11 @@ class SqlStore:
         )
         return [row["site_id"] for row in rows]
 
-    async def open_offer(self, referral_id: uuid.UUID) -> OfferRow | None:
+    async def current_offer(self, referral_id: uuid.UUID) -> OfferRow | None:
+        """The referral's open offer, or the accepted one it is held under (never both)."""
         row = await self.conn.fetchrow(
-            f"SELECT {_OFFER_COLUMNS} FROM router.offer WHERE referral_id = $1 AND state = 'open'",
+            f"SELECT {_OFFER_COLUMNS}, state, closed_at FROM router.offer"
+            " WHERE referral_id = $1 AND state IN ('open', 'accepted')",
             referral_id,
         )
         return None if row is None else OfferRow(**dict(row))
@@ -200,6 +206,7 @@ class SqlStore:
             [h[1].reason for h in history],
             [None if h[1].explanation is None else encode_json(h[1].explanation) for h in history],
             [h[1].message_id for h in history],
+            [h[1].code for h in history],
             [s[0] for s in statuses],
             [s[1] for s in statuses],
             [s[2] for s in statuses],
@@ -276,10 +283,11 @@ class SqlStore:
                 explanation=None
                 if h["explanation"] is None
                 else _explanation.decode(h["explanation"]),
+                code=h["code"],
             )
             for h in await self.conn.fetch(
                 "SELECT at, event, status, refused, attempt, provider_id, site_id, distance_km,"
-                " reason, explanation::text AS explanation FROM router.history"
+                " reason, explanation::text AS explanation, code FROM router.history"
                 " WHERE referral_id = $1 ORDER BY id",
                 referral_id,
             )
@@ -301,28 +309,28 @@ class SqlStore:
 _WRITE_BEHIND = """
 WITH history AS (
     INSERT INTO router.history (referral_id, at, event, status, refused, attempt, provider_id,
-                                site_id, distance_km, reason, explanation, message_id)
+                                site_id, distance_km, reason, explanation, message_id, code)
     SELECT referral_id, at, event, status, refused, attempt, provider_id, site_id, distance_km,
-           reason, explanation::jsonb, message_id
+           reason, explanation::jsonb, message_id, code
     FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::boolean[],
                 $6::integer[], $7::text[], $8::text[], $9::double precision[], $10::text[],
-                $11::text[], $12::uuid[]) WITH ORDINALITY
+                $11::text[], $12::uuid[], $13::text[]) WITH ORDINALITY
          AS t(referral_id, at, event, status, refused, attempt, provider_id, site_id,
-              distance_km, reason, explanation, message_id, n)
+              distance_km, reason, explanation, message_id, code, n)
     ORDER BY n
 ), status AS (
     UPDATE router.referral r SET status = t.status, attempt = t.attempt, updated_at = t.at
-    FROM unnest($13::uuid[], $14::text[], $15::integer[], $16::timestamptz[])
+    FROM unnest($14::uuid[], $15::text[], $16::integer[], $17::timestamptz[])
          AS t(id, status, attempt, at)
     WHERE r.id = t.id
 ), finished AS (
     UPDATE router.processed p SET outcome = t.outcome, reason = t.reason
-    FROM unnest($17::uuid[], $18::text[], $19::text[]) AS t(message_id, outcome, reason)
+    FROM unnest($18::uuid[], $19::text[], $20::text[]) AS t(message_id, outcome, reason)
     WHERE p.message_id = t.message_id
 ), outbox AS (
     INSERT INTO router.outbox (message_id, subject, payload)
     SELECT message_id, subject, payload
-    FROM unnest($20::uuid[], $21::text[], $22::bytea[]) WITH ORDINALITY
+    FROM unnest($21::uuid[], $22::text[], $23::bytea[]) WITH ORDINALITY
          AS t(message_id, subject, payload, n)
     ORDER BY n
     ON CONFLICT (message_id) DO NOTHING

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 
 from contracts.common import Message
 from contracts.referrals import ReferralStatus
-from contracts.subjects import STATUS
+from contracts.subjects import status_subject
 from services.infra.db import Connection
 from services.router import messages
+from services.router.deadlines import Deadline
 from services.router.model import Handled, OutboxRow, Transition
 from services.router.ports import Directory, Store
 
@@ -25,7 +26,8 @@ class UnitOfWork:
     store: Store
     directory: Directory
     now: datetime.datetime
-    offer_timeout: datetime.timedelta
+    #: When an offer made at a moment expires (``deadlines.deadline_policy``).
+    deadline: Deadline
     #: Candidates fetched per matching round.
     candidates: int = 5
     outbox: list[OutboxRow] = field(default_factory=list)
@@ -42,13 +44,15 @@ class UnitOfWork:
     def emit(self, subject: str, message: Message) -> None:
         self.pending.append((subject, message))
 
-    def record(self, referral_id: uuid.UUID, entry: Transition) -> None:
-        """Store a transition and queue its status event (a refusal is stored, not published)."""
+    def record(self, referral_id: uuid.UUID, system: str | None, entry: Transition) -> None:
+        """Store a transition and queue its status event for the referring ``system`` (a
+        refusal is stored, not published)."""
         self.history.append((referral_id, entry, self.now))
         if entry.refused:
             return
         self.statuses[referral_id] = (entry.status, entry.attempt)
-        self.emit(STATUS, messages.status_changed(referral_id, entry, self.now))
+        if system is not None:  # only a referral stored before v1.1 can lack one
+            self.emit(status_subject(system), messages.status_changed(referral_id, entry, self.now))
 
     async def flush(self) -> None:
         """Write what the handlers queued (call it inside the transaction, before commit)."""
@@ -67,7 +71,7 @@ class Wiring:
 
     store: Callable[[Connection], Store]
     directory: Callable[[Connection], Directory]
-    offer_timeout: datetime.timedelta
+    deadline: Deadline
     candidates: int = 5
 
     async def run(
@@ -81,7 +85,7 @@ class Wiring:
             store=self.store(conn),
             directory=self.directory(conn),
             now=now,
-            offer_timeout=self.offer_timeout,
+            deadline=self.deadline,
             candidates=self.candidates,
         )
         async with conn.transaction():

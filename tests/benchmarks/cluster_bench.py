@@ -25,13 +25,14 @@ import nats
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
 
-from contracts.subjects import REQUESTED, STREAM
+from contracts.subjects import STREAM, requested_subject
 from services.directory.seed import seed_provider_ids
 from services.infra.embedded import free_port, running_servers
 from services.infra.nats_auth import OPERATOR_USER
 from services.infra.settings import InfraSettings
 from tests.benchmarks.router_bench import EO, Timer, drive, prepare, requests, until_ready
 from tests.faults.cluster import NatsCluster
+from tests.referrals import SYSTEM
 
 ROUTER_COUNTS = (1, 2, 3)
 
@@ -141,7 +142,7 @@ async def one_count(
         timer = Timer()
         subs = [
             await nc.subscribe(subject, cb=timer.on_result, pending_msgs_limit=10_000_000)
-            for subject in ("referral.offered.*", "referral.status")
+            for subject in ("referral.offered.*", "referral.status.*")
         ]
         burst = requests(count, seed)
         meter = CpuMeter(
@@ -151,7 +152,7 @@ async def one_count(
                 "postgres": lambda: postgres_pids(database_url),
             }
         )
-        took = await drive(nc, REQUESTED, burst, timer, rate=None)
+        took = await drive(nc, requested_subject(SYSTEM), burst, timer, rate=None)
         cpu = meter.result()
         for sub in subs:
             await sub.unsubscribe()

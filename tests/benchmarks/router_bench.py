@@ -31,7 +31,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
 from contracts.codec import encode
 from contracts.common import ClientLocation
-from contracts.subjects import REQUESTED
+from contracts.subjects import STATUS_PREFIX, all_of, requested_subject
 from services.directory.candidates import Criteria, suitable_query
 from services.directory.schema import MIGRATIONS as DIRECTORY_MIGRATIONS
 from services.directory.seed import load_seed, seed_provider_ids
@@ -41,7 +41,9 @@ from services.infra.nats_auth import OPERATOR_USER
 from services.infra.settings import InfraSettings
 from services.router.app import MIGRATIONS as ROUTER_MIGRATIONS
 from tests.benchmarks.generate import generate, places
-from tests.referrals import make_request
+from tests.referrals import SYSTEM, make_request
+
+REQUESTED = requested_subject(SYSTEM)
 
 EO = Path(sys.executable).parent / "eo"
 NEEDS = [["resume_writing"], ["job_search", "interview_skills"], ["employment_counselling"]]
@@ -79,7 +81,7 @@ class Timer:
     async def on_result(self, msg: Msg) -> None:
         body = json.loads(msg.data)
         rid = body.get("referral_id")
-        if msg.subject == "referral.status" and body.get("status") != "unmatched":
+        if msg.subject.startswith(f"{STATUS_PREFIX}.") and body.get("status") != "unmatched":
             return
         if rid in self.sent and rid not in self.done:
             self.done[rid] = time.perf_counter()
@@ -239,13 +241,13 @@ async def bench_router(
         await until_ready(port, router, log)
         timer = Timer()
         await nc.subscribe("referral.offered.*", cb=timer.on_result, pending_msgs_limit=10_000_000)
-        await nc.subscribe("referral.status", cb=timer.on_result, pending_msgs_limit=10_000_000)
+        await nc.subscribe(all_of(STATUS_PREFIX), cb=timer.on_result, pending_msgs_limit=10_000_000)
         burst = requests(count, seed)
         took = await drive(nc, REQUESTED, burst, timer, rate=None)
         max_rate = count / took
         paced = Timer()
         await nc.subscribe("referral.offered.*", cb=paced.on_result, pending_msgs_limit=10_000_000)
-        await nc.subscribe("referral.status", cb=paced.on_result, pending_msgs_limit=10_000_000)
+        await nc.subscribe(all_of(STATUS_PREFIX), cb=paced.on_result, pending_msgs_limit=10_000_000)
         half = max_rate / 2
         steady = requests(max(50, int(half * seconds)), seed + 1)
         await drive(nc, REQUESTED, steady, paced, rate=half)

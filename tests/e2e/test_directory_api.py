@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
+from contracts.vocabulary import ENDED_EARLY_REASONS, NOT_STARTED_REASONS, OUTCOMES
 from services.directory.app import create_app
 from services.directory.settings import DirectorySettings
 from services.geo import OfflineGeocoder
@@ -412,6 +413,12 @@ async def test_taxonomy_lists_codes_in_both_languages(client: AsyncTestClient) -
     assert resume["name_en"] == "Resume writing"
     assert resume["name_fr"].startswith("Rédaction")
     assert "kingston-pembroke" in {c["id"] for c in body["catchments"]}
+    # v1.1: the progress codes, in the order of the contract's Literals
+    assert [t["code"] for t in body["outcomes"]] == [t.code for t in OUTCOMES]
+    assert [t["code"] for t in body["not_started_reasons"]] == [t.code for t in NOT_STARTED_REASONS]
+    assert [t["code"] for t in body["ended_early_reasons"]] == [t.code for t in ENDED_EARLY_REASONS]
+    employed = body["outcomes"][0]
+    assert (employed["name_en"], employed["name_fr"]) == ("Employed", "En emploi")
 
 
 async def test_health_ready_and_openapi(client: AsyncTestClient) -> None:

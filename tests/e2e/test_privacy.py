@@ -23,7 +23,7 @@ import nats.errors
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from contracts.subjects import STREAM
+from contracts.subjects import STREAM, requested_subject
 from services.infra.nats_auth import OPERATOR_USER, load_login, provider_user_name
 from tests.e2e.test_run_command import EO, eo_run_environment, wait_ready
 from tests.referrals import CCA
@@ -160,7 +160,7 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
                 request = careless_request(community)
                 sent.append(request["referral_id"])
                 await ow.jetstream().publish(
-                    "referral.requested",
+                    requested_subject(request["source"]["system"]),
                     json.dumps(request).encode(),
                     headers={"Nats-Msg-Id": request["message_id"]},
                 )
@@ -205,13 +205,13 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
     shutil.rmtree(state, ignore_errors=True)
 
     # What the router publishes (the stream also holds what OW systems and providers sent).
-    outbound = ("referral.status", "referral.offered.", "referral.dead")
+    outbound = ("referral.status.", "referral.offered.", "referral.notice.", "referral.dead")
     published = [(s, d) for s, d in stored if s.startswith(outbound)]
-    inbound = [d for s, d in stored if s == "referral.requested"]
+    inbound = [d for s, d in stored if s.startswith("referral.requested.")]
     assert len(inbound) >= 7  # the demo's 4 and our 3
     assert any(personal_data(d.decode()) for d in inbound)  # the control: it was sent
     assert len(published) >= 20
-    answered = [s for s, d in published if s == "referral.status" and b'"accepted"' in d]
+    answered = [s for s, d in published if s.startswith("referral.status.") and b'"accepted"' in d]
     assert len(answered) >= 4  # the demo's three, and ours
     leaks = [(s, hit) for s, d in published for hit in personal_data(d.decode())]
     log_leaks = [hit for line in logs.splitlines() for hit in personal_data(line)]

@@ -27,14 +27,14 @@ from nats.js import JetStreamContext
 from contracts.codec import encode
 from contracts.referrals import DeadLetter, ReferralOffered
 from contracts.subjects import (
-    CANCEL,
     DEAD,
-    REQUESTED,
     ROUTER_DURABLE,
-    STATUS,
     STREAM,
+    cancel_subject,
     offered_subject,
+    requested_subject,
     response_subject,
+    status_subject,
 )
 from services.geo import default_gazetteer
 from services.infra.embedded import free_port
@@ -49,6 +49,7 @@ from tests.referrals import (
     CES_SITE,
     ONTRAC,
     ONTRAC_SITE,
+    SYSTEM,
     Observer,
     answer,
     as_dict,
@@ -60,6 +61,10 @@ from tests.referrals import (
 from tests.waits import until
 
 pytestmark = pytest.mark.e2e
+
+REQUESTED = requested_subject(SYSTEM)
+CANCEL = cancel_subject(SYSTEM)
+STATUS = status_subject(SYSTEM)
 
 
 @contextlib.asynccontextmanager
@@ -609,7 +614,7 @@ async def test_an_oversized_poison_message_is_dead_lettered_truncated(
     its dead letter carries the start, its size and its stream sequence instead.
     """
     huge = b'{"type": "referral.requested.v1", "junk": "' + b"x" * 900_000 + b'"}'
-    await publish(nc.jetstream(), "referral.requested", huge, msg_id=str(uuid.uuid4()))
+    await publish(nc.jetstream(), REQUESTED, huge, msg_id=str(uuid.uuid4()))
     (dead,) = await observer.until_dead(1)
     assert dead.payload_truncated is True
     assert dead.payload_size == len(huge)

@@ -1,7 +1,10 @@
-"""`eo run` (what `make run` starts) as a user sees it: up, seeded, routing the demo referrals,
-answering the `eo referral` commands, and stopped by Ctrl-C.
+"""`eo run` (what `make run` starts) as a user sees it: up, seeded, telling the demo's story of
+contract v1.1 (accepted then in service then completed, not started, re-routed, withdrawn,
+unmatched; the places in use before and after), answering the `eo referral` commands through a
+referral's whole life, and stopped by Ctrl-C.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -10,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +26,7 @@ from tests.waits import until_sync
 pytestmark = pytest.mark.e2e
 
 EO = Path(sys.executable).parent / "eo"
+CES = "community-employment-services"
 
 
 def port_open(port: int) -> bool:
@@ -118,30 +123,49 @@ def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
         assert first["provider"]["name"] == "Canadian Career Academy"
         assert (state / "admin-token").stat().st_mode & 0o077 == 0
 
-        client_env = env | {"NATS_URL": f"nats://127.0.0.1:{ports['EO_NATS_PORT']}"}
-        send = ["referral", "send", "--community", "Perth", "--need", "job_search", "--wait"]
-        sent = subprocess.run(
-            [str(EO), *send],
-            env=client_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        client_env = env | {
+            "NATS_URL": f"nats://127.0.0.1:{ports['EO_NATS_PORT']}",
+            "ROUTER_URL": router,
+        }
+
+        def eo(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [str(EO), *args], env=client_env, capture_output=True, text=True, timeout=60
+            )
+
+        # A referral's whole life through the `eo referral` commands, each party as itself.
+        sent = eo("referral", "send", "--community", "Perth", "--need", "job_search", "--wait")
         assert sent.returncode == 0, sent.stderr
         assert "offered community-employment-services-perth (0.0 km)" in flat(sent.stdout)
         referral_id = sent.stdout.split("sent referral ", 1)[1].split()[0]
-        shown = subprocess.run(
-            [str(EO), "referral", "show", referral_id],
-            env=client_env | {"ROUTER_URL": router},
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        shown = eo("referral", "show", referral_id)
         assert shown.returncode == 0, shown.stderr
-        assert '"status": "offered"' in shown.stdout
-        # The demo's sample provider answers after a second per step; once all its referrals
-        # are final, the demo prints their paths.
-        until_sync(lambda: demo_summary(printed), within=30, every=0.1, what="the demo's paths")
+        assert json.loads(shown.stdout)["status"] == "offered"
+
+        def reaches(status: str) -> Callable[[], bool]:
+            return lambda: (
+                json.loads(eo("referral", "show", referral_id).stdout)["status"] == status
+            )
+
+        answered = eo(
+            "referral", "respond", "--provider", CES, "--referral", referral_id, "--accept"
+        )
+        assert answered.returncode == 0, answered.stderr
+        until_sync(reaches("accepted"), within=30, every=0.2, what="accepted")
+        unfit = eo("referral", "progress", "--provider", CES, "--referral", referral_id,
+                   "--status", "completed")  # fmt: skip
+        assert unfit.returncode == 1
+        assert "needs a code" in unfit.stderr
+        started = eo("referral", "progress", "--provider", CES, "--referral", referral_id,
+                     "--status", "in_service")  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        until_sync(reaches("in_service"), within=30, every=0.2, what="in_service")
+        withdrawn = eo("referral", "withdraw", referral_id, "--reason", "client found work")
+        assert withdrawn.returncode == 0, withdrawn.stderr
+        until_sync(reaches("withdrawn"), within=30, every=0.2, what="withdrawn")
+        # The sample providers answer after a second per step; once every story has ended, the
+        # demo prints the paths.
+        until_sync(lambda: demo_summary(printed), within=60, every=0.1, what="the demo's paths")
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -151,10 +175,31 @@ def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
     assert f"postgresql://postgres@127.0.0.1:{ports['EO_PG_PORT']}/eo" in output
     assert f"nats://127.0.0.1:{ports['EO_NATS_PORT']}" in output
     assert "JetStream enabled" in output
-    # The demo's paths: an accept, a decline re-routed, and an unmatched French referral.
+    # The demo's story, as its OW system saw it: every sample reached its end.
+    told = flat(output)
     assert "Paths of the sample referrals:" in output, output
-    assert "declined community-employment-services-perth" in flat(output)
-    assert "accepted ontrac-employment-resource-services-smiths-falls (19.5 km)" in flat(output)
-    assert "unmatched - no suitable site: 3 site(s) excluded (language 3)" in flat(output)
+    assert "the demo stopped here" not in output, output
+    carleton_place = "canadian-career-academy-carleton-place (11.3 km)"
+    assert f"accepted {carleton_place}" in told
+    assert f"in_service {carleton_place}" in told
+    assert f"completed {carleton_place} outcome employed" in told
+    assert "declined community-employment-services-perth" in told
+    assert "accepted ontrac-employment-resource-services-smiths-falls (19.5 km)" in told
+    assert (
+        "not_started ontrac-employment-resource-services-smiths-falls (0.6 km) "
+        "reason could_not_contact - no answer to three calls"
+    ) in told
+    assert (
+        "withdrawn community-employment-services-perth (0.0 km) - withdrawn by OW: "
+        "the client moved out of the region"
+    ) in told
+    assert f"[provider {CES}] told on referral.notice.{CES}:" in told
+    assert "referral_withdrawn" in told
+    assert "unmatched - no suitable site: 3 site(s) excluded (language 3)" in told
+    # The places: the completed, not started and withdrawn referrals gave theirs back; the
+    # re-routed one keeps its place at Ontrac.
+    assert "Places in use at the sites near Perth (reserved of capacity), before -> after" in told
+    assert "canadian-career-academy-carleton-place 0 -> 0 of 25" in told
+    assert "ontrac-employment-resource-services-smiths-falls 0 -> 1 of 25" in told
     for port in ports.values():
         assert not port_open(port)

@@ -1,13 +1,18 @@
-"""The cross-provider matrix over NATS (issue 4, Security; DESIGN.md section 7).
+"""The cross-party matrix over NATS (issue 4, Security; DESIGN.md sections 3 and 7, contract
+v1.1).
 
-Provider A's credentials are tried on provider B's subjects and consumer, on the stream and
-consumer management API and on the OW subjects; the OW system's on the providers' subjects.
-nats-server must refuse each attempt (a permissions violation), and the router must never
-see what was refused: the stream holds no such message, the router recorded nothing, the
-referral is still where it was. Every user's own operations are tried too (the positive
-controls), so a configuration that refuses everything fails this test as surely as one that
-allows too much. The table of attempts and outcomes is printed (``make test-faults`` runs
-pytest with ``-s``). Real nats-server and PostgreSQL processes, loopback only.
+Provider A's credentials are tried on provider B's subjects (offers, notices, responses,
+progress) and consumer, on the stream and consumer management API and on the OW subjects; OW
+system A's on OW system B's subjects (status, requests, cancels) and consumer ``ow-<B>``, and
+on the providers' subjects; OW system B's on A's. nats-server must refuse each attempt (a
+permissions violation), and the router must never see what was refused: the stream holds no
+such message, the router recorded nothing, the referral is still where it was. What NATS lets
+through on a party's own subject about another party's referral (A answering or reporting on
+B's, OW2 cancelling OW's) the router refuses itself, and says why. Every user's own operations
+are tried too (the positive controls), so a configuration that refuses everything fails this
+test as surely as one that allows too much. The table of attempts and outcomes is printed
+(``make test-faults`` runs pytest with ``-s``). Real nats-server and PostgreSQL processes,
+loopback only.
 """
 
 import asyncio
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import asyncpg
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -29,29 +35,42 @@ from nats.js.api import ConsumerConfig, ConsumerInfo
 
 from contracts.codec import decode_outbound, encode
 from contracts.common import ClientLocation
-from contracts.referrals import ReferralOffered
+from contracts.referrals import (
+    ProviderNotice,
+    ReferralOffered,
+    ReferralRequested,
+    ReferralStatusChanged,
+    Source,
+)
 from contracts.subjects import (
-    CANCEL,
     DEAD,
-    OFFERED_ALL,
-    REQUESTED,
-    RESPONSE_ALL,
-    STATUS,
+    NOTICE_PREFIX,
+    OFFERED_PREFIX,
+    PROGRESS_PREFIX,
+    RESPONSE_PREFIX,
+    STATUS_PREFIX,
     STREAM,
+    all_of,
+    cancel_subject,
+    notice_subject,
     offered_subject,
+    ow_durable,
+    progress_subject,
     provider_durable,
+    requested_subject,
     response_subject,
+    status_subject,
 )
 from services.infra.embedded import Servers
 from services.infra.nats_auth import OPERATOR_USER, provider_user_name
 from services.router.settings import RouterSettings
-from tests.referrals import CCA, CES, Observer, answer, cancel, make_request
+from tests.referrals import CCA, CES, Observer, answer, cancel, make_request, progress
 from tests.waits import until
 
 pytestmark = pytest.mark.faults
 
 A, B = CCA, CES  # provider A (canadian-career-academy) tries provider B's things
-OW = "ow-lanark"
+OW, OW2 = "ow-lanark", "eo-cli"  # OW system A tries OW system B's things, and B A's
 #: How long a JetStream request waits: a refused one never gets an answer.
 JS_TIMEOUT = 0.5
 
@@ -143,8 +162,8 @@ class Matrix:
     def table(self) -> str:
         lines = [
             "",
-            f"NATS cross-provider matrix: A = {provider_user_name(A)}, "
-            f"B = {provider_user_name(B)}, OW = {OW} (nats-py lower-cases the server's errors)",
+            f"NATS cross-party matrix: A = {provider_user_name(A)}, B = {provider_user_name(B)}, "
+            f"OW = {OW}, OW2 = {OW2} (nats-py lower-cases the server's errors)",
             "| # | who | attempt | expected | outcome | ok |",
             "|---|---|---|---|---|---|",
         ]
@@ -165,7 +184,7 @@ class Matrix:
 
 @pytest.fixture
 async def parties(servers: Servers) -> AsyncIterator[dict[str, Party]]:
-    users = {"A": provider_user_name(A), "B": provider_user_name(B), "OW": OW}
+    users = {"A": provider_user_name(A), "B": provider_user_name(B), "OW": OW, "OW2": OW2}
     opened: dict[str, Party] = {}
     try:
         for key, user in users.items():
@@ -197,8 +216,33 @@ class Inbox:
         decoded = [decode_outbound(m.data) for m in self.messages]
         return [m for m in decoded if isinstance(m, ReferralOffered)]
 
+    def notices(self) -> list[ProviderNotice]:
+        decoded = [decode_outbound(m.data) for m in self.messages]
+        return [m for m in decoded if isinstance(m, ProviderNotice)]
 
-async def test_cross_provider_matrix_over_nats(
+    def statuses(self, referral_id: uuid.UUID) -> list[str]:
+        decoded = [decode_outbound(m.data) for m in self.messages]
+        return [
+            m.status
+            for m in decoded
+            if isinstance(m, ReferralStatusChanged) and m.referral_id == referral_id
+        ]
+
+
+def from_system(request: ReferralRequested, system: str) -> ReferralRequested:
+    """``request`` as OW system ``system`` sends it (its ``source.system`` is the subject's)."""
+    return msgspec.structs.replace(request, source=Source(system=system, office_id="lanark"))
+
+
+def filters(info: ConsumerInfo) -> list[str]:
+    """A consumer's filter subjects (nats-server keeps a list of one as ``filter_subject``)."""
+    config = info.config
+    return list(
+        config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+    )
+
+
+async def test_cross_party_matrix_over_nats(
     servers: Servers,
     router: Any,
     observer: Observer,
@@ -208,7 +252,7 @@ async def test_cross_provider_matrix_over_nats(
 ) -> None:
     started = time.perf_counter()
     matrix = Matrix()
-    a, b, ow = parties["A"], parties["B"], parties["OW"]
+    a, b, ow, ow2 = parties["A"], parties["B"], parties["OW"], parties["OW2"]
     operator_js = nc.jetstream()
     db = await asyncpg.connect(router_settings.database_url)
 
@@ -226,13 +270,13 @@ async def test_cross_provider_matrix_over_nats(
         return True
 
     try:
-        # -- no offers yet: the router has made no provider consumer --------------------------
+        # -- nothing sent yet: the router has made no party consumer ---------------------------
         names = [c.name for c in await operator_js.consumers_info(STREAM)]
         matrix.note(
             "router",
-            "no provider consumer before a provider's first offer",
+            "no provider or OW consumer before the first message it would hold",
             "allowed",
-            not any(n.startswith("provider-") for n in names),
+            not any(n.startswith(("provider-", "ow-")) for n in names),
             f"consumers {sorted(names)}",
         )
 
@@ -264,24 +308,37 @@ async def test_cross_provider_matrix_over_nats(
             matrix.rows.append(Row(who, "connect", "refused", outcome))
 
         # -- subscriptions: own subjects work, others' are refused ---------------------------
-        a_own, b_own, ow_status = Inbox(), Inbox(), Inbox()
-        a_stolen = Inbox()
+        a_own, b_own, ow_status, ow2_status = Inbox(), Inbox(), Inbox(), Inbox()
+        stolen = Inbox()
         subscriptions: list[tuple[Party, str, Inbox, Expect]] = [
             (a, offered_subject(A), a_own, "allowed"),
+            (a, notice_subject(A), a_own, "allowed"),
             (b, offered_subject(B), b_own, "allowed"),
-            (ow, STATUS, ow_status, "allowed"),
-            (a, offered_subject(B), a_stolen, "refused"),
-            (a, OFFERED_ALL, a_stolen, "refused"),
-            (a, "referral.>", a_stolen, "refused"),
-            (a, RESPONSE_ALL, a_stolen, "refused"),
-            (a, STATUS, a_stolen, "refused"),
-            (a, "_INBOX.>", a_stolen, "refused"),
-            (a, f"_INBOX_{provider_user_name(B)}.>", a_stolen, "refused"),
-            (a, "$JS.EVENT.ADVISORY.>", a_stolen, "refused"),
-            (ow, OFFERED_ALL, a_stolen, "refused"),
-            (ow, offered_subject(A), a_stolen, "refused"),
-            (ow, RESPONSE_ALL, a_stolen, "refused"),
-            (ow, DEAD, a_stolen, "refused"),
+            (b, notice_subject(B), b_own, "allowed"),
+            (ow, status_subject(OW), ow_status, "allowed"),
+            (ow2, status_subject(OW2), ow2_status, "allowed"),
+            (a, offered_subject(B), stolen, "refused"),
+            (a, notice_subject(B), stolen, "refused"),
+            (a, all_of(OFFERED_PREFIX), stolen, "refused"),
+            (a, all_of(NOTICE_PREFIX), stolen, "refused"),
+            (a, "referral.>", stolen, "refused"),
+            (a, all_of(RESPONSE_PREFIX), stolen, "refused"),
+            (a, all_of(PROGRESS_PREFIX), stolen, "refused"),
+            (a, status_subject(OW), stolen, "refused"),
+            (a, "_INBOX.>", stolen, "refused"),
+            (a, f"_INBOX_{provider_user_name(B)}.>", stolen, "refused"),
+            (a, "$JS.EVENT.ADVISORY.>", stolen, "refused"),
+            (ow, status_subject(OW2), stolen, "refused"),
+            (ow, all_of(STATUS_PREFIX), stolen, "refused"),
+            (ow, requested_subject(OW2), stolen, "refused"),
+            (ow, cancel_subject(OW2), stolen, "refused"),
+            (ow, f"_INBOX_{OW2}.>", stolen, "refused"),
+            (ow, all_of(OFFERED_PREFIX), stolen, "refused"),
+            (ow, offered_subject(A), stolen, "refused"),
+            (ow, notice_subject(A), stolen, "refused"),
+            (ow, all_of(RESPONSE_PREFIX), stolen, "refused"),
+            (ow, DEAD, stolen, "refused"),
+            (ow2, status_subject(OW), stolen, "refused"),
         ]
         for party, subject, inbox, expect in subscriptions:
             await matrix.attempt(
@@ -293,32 +350,51 @@ async def test_cross_provider_matrix_over_nats(
             )
 
         # -- OW sends a referral that goes to B -------------------------------------------------
-        to_b = make_request(location=ClientLocation(community="Perth"), needs=["job_search"])
+        to_b = from_system(
+            make_request(location=ClientLocation(community="Perth"), needs=["job_search"]), OW
+        )
         await matrix.attempt(
             ow,
-            f"JetStream publish {REQUESTED} (PubAck on its own inbox)",
-            lambda: ow.js.publish(REQUESTED, encode(to_b), timeout=5),
+            f"JetStream publish {requested_subject(OW)} (PubAck on its own inbox)",
+            lambda: ow.js.publish(requested_subject(OW), encode(to_b), timeout=5),
             expect="allowed",
-            subject=REQUESTED,
+            subject=requested_subject(OW),
         )
         offer = await observer.until_offer(to_b.referral_id, 1)
         assert offer.provider_id == B
         await until(lambda: bool(b_own.offers()))
-        await until(lambda: len(ow_status.messages) >= 2)
+        await until(lambda: len(ow_status.statuses(to_b.referral_id)) >= 2)
         matrix.note("B", f"receives its offer on {offered_subject(B)}", "allowed", True, "1 offer")
-        matrix.note("OW", f"receives {STATUS} events", "allowed", True, "received, offered")
+        matrix.note(
+            "OW",
+            f"receives its referral's events on {status_subject(OW)}",
+            "allowed",
+            True,
+            ", ".join(ow_status.statuses(to_b.referral_id)),
+        )
         info_b = await operator_js.consumer_info(STREAM, provider_durable(B))
         matrix.note(
             "router",
             f"created consumer {provider_durable(B)} before B's first offer",
             "allowed",
-            info_b.config.filter_subject == offered_subject(B) and info_b.num_pending == 1,
-            f"filter {info_b.config.filter_subject}, {info_b.num_pending} pending",
+            filters(info_b) == [offered_subject(B), notice_subject(B)] and info_b.num_pending == 1,
+            f"filters {filters(info_b)}, {info_b.num_pending} pending",
         )
         pending_b = info_b.num_pending
+        info_ow = await operator_js.consumer_info(STREAM, ow_durable(OW))
+        matrix.note(
+            "router",
+            f"created consumer {ow_durable(OW)} before OW's first status event",
+            "allowed",
+            filters(info_ow) == [status_subject(OW)]
+            and info_ow.num_pending == len(ow_status.messages),
+            f"filters {filters(info_ow)}, {info_ow.num_pending} pending",
+        )
+        pending_ow = info_ow.num_pending
 
-        # -- A tries B's subjects, consumer and the stream ----------------------------------------
+        # -- A tries B's subjects, consumer and the stream; each OW system the other's ----------
         stolen_answer = answer(offer, "accept")
+        stolen_report = progress(to_b.referral_id, "in_service")
         attempts: list[tuple[Party, str, Callable[[], Awaitable[object]], str]] = [
             (
                 a,
@@ -331,6 +407,12 @@ async def test_cross_provider_matrix_over_nats(
                 f"core publish {response_subject(B)}",
                 lambda: a.nc.publish(response_subject(B), encode(stolen_answer)),
                 response_subject(B),
+            ),
+            (
+                a,
+                f"JetStream publish {progress_subject(B)} (report on B's referral)",
+                lambda: a.js.publish(progress_subject(B), encode(stolen_report)),
+                progress_subject(B),
             ),
             (
                 a,
@@ -352,23 +434,23 @@ async def test_cross_provider_matrix_over_nats(
             ),
             (
                 a,
-                f"redefine own consumer to read {OFFERED_ALL}",
+                f"redefine own consumer to read {all_of(OFFERED_PREFIX)}",
                 lambda: a.js.add_consumer(
                     STREAM,
                     ConsumerConfig(
                         name=provider_durable(A),
                         durable_name=provider_durable(A),
-                        filter_subject=OFFERED_ALL,
+                        filter_subject=all_of(OFFERED_PREFIX),
                     ),
                 ),
                 f"$JS.API.CONSUMER.CREATE.{STREAM}",
             ),
             (
                 a,
-                f"create a consumer on {offered_subject(B)}",
+                f"create a consumer on {notice_subject(B)}",
                 lambda: a.js.add_consumer(
                     STREAM,
-                    ConsumerConfig(name="snoop", filter_subject=offered_subject(B)),
+                    ConsumerConfig(name="snoop", filter_subject=notice_subject(B)),
                 ),
                 f"$JS.API.CONSUMER.CREATE.{STREAM}",
             ),
@@ -404,27 +486,35 @@ async def test_cross_provider_matrix_over_nats(
             ),
             (
                 a,
-                f"publish {REQUESTED} (as an OW system)",
-                lambda: a.nc.publish(REQUESTED, encode(make_request())),
-                REQUESTED,
+                f"publish {requested_subject(OW)} (as an OW system)",
+                lambda: a.nc.publish(
+                    requested_subject(OW), encode(from_system(make_request(), OW))
+                ),
+                requested_subject(OW),
             ),
             (
                 a,
-                f"publish {CANCEL} (B's referral)",
-                lambda: a.nc.publish(CANCEL, encode(cancel(to_b.referral_id))),
-                CANCEL,
+                f"publish {cancel_subject(OW)} (OW's referral)",
+                lambda: a.nc.publish(cancel_subject(OW), encode(cancel(to_b.referral_id))),
+                cancel_subject(OW),
             ),
             (
                 a,
-                f"publish {STATUS} (a forged status event)",
-                lambda: a.nc.publish(STATUS, b"{}"),
-                STATUS,
+                f"publish {status_subject(OW)} (a forged status event)",
+                lambda: a.nc.publish(status_subject(OW), b"{}"),
+                status_subject(OW),
             ),
             (
                 a,
                 f"publish {offered_subject(B)} (a forged offer to B)",
                 lambda: a.nc.publish(offered_subject(B), b"{}"),
                 offered_subject(B),
+            ),
+            (
+                a,
+                f"publish {notice_subject(B)} (a forged notice to B)",
+                lambda: a.nc.publish(notice_subject(B), b"{}"),
+                notice_subject(B),
             ),
             (
                 ow,
@@ -434,9 +524,53 @@ async def test_cross_provider_matrix_over_nats(
             ),
             (
                 ow,
+                f"publish {progress_subject(B)} (report on its own referral)",
+                lambda: ow.nc.publish(progress_subject(B), encode(stolen_report)),
+                progress_subject(B),
+            ),
+            (
+                ow,
                 f"publish {offered_subject(A)} (a forged offer)",
                 lambda: ow.nc.publish(offered_subject(A), b"{}"),
                 offered_subject(A),
+            ),
+            (
+                ow,
+                f"publish {notice_subject(A)} (a forged notice)",
+                lambda: ow.nc.publish(notice_subject(A), b"{}"),
+                notice_subject(A),
+            ),
+            (
+                ow,
+                f"publish {status_subject(OW)} (a forged event, even of its own)",
+                lambda: ow.nc.publish(status_subject(OW), b"{}"),
+                status_subject(OW),
+            ),
+            (
+                ow,
+                f"JetStream publish {requested_subject(OW2)} (as another OW system)",
+                lambda: ow.js.publish(
+                    requested_subject(OW2), encode(from_system(make_request(), OW2))
+                ),
+                requested_subject(OW2),
+            ),
+            (
+                ow,
+                f"publish {cancel_subject(OW2)} (another system's subject)",
+                lambda: ow.nc.publish(cancel_subject(OW2), encode(cancel(to_b.referral_id))),
+                cancel_subject(OW2),
+            ),
+            (
+                ow,
+                f"fetch from consumer {ow_durable(OW2)}",
+                lambda: _fetch(ow, ow_durable(OW2)),
+                f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{ow_durable(OW2)}",
+            ),
+            (
+                ow,
+                f"consumer info {ow_durable(OW2)}",
+                lambda: ow.js.consumer_info(STREAM, ow_durable(OW2)),
+                f"$JS.API.CONSUMER.INFO.{STREAM}.{ow_durable(OW2)}",
             ),
             (
                 ow,
@@ -450,6 +584,38 @@ async def test_cross_provider_matrix_over_nats(
                 lambda: ow.js.stream_info(STREAM),
                 f"$JS.API.STREAM.INFO.{STREAM}",
             ),
+            (
+                ow2,
+                f"fetch from consumer {ow_durable(OW)} (OW's status events)",
+                lambda: _fetch(ow2, ow_durable(OW)),
+                f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{ow_durable(OW)}",
+            ),
+            (
+                ow2,
+                f"consumer info {ow_durable(OW)}",
+                lambda: ow2.js.consumer_info(STREAM, ow_durable(OW)),
+                f"$JS.API.CONSUMER.INFO.{STREAM}.{ow_durable(OW)}",
+            ),
+            (
+                ow2,
+                f"ack OW's message ($JS.ACK.{STREAM}.{ow_durable(OW)}...)",
+                lambda: ow2.nc.publish(f"$JS.ACK.{STREAM}.{ow_durable(OW)}.1.1.1.0.0", b""),
+                f"$JS.ACK.{STREAM}.{ow_durable(OW)}",
+            ),
+            (
+                ow2,
+                f"JetStream publish {cancel_subject(OW)} (cancel OW's referral)",
+                lambda: ow2.js.publish(cancel_subject(OW), encode(cancel(to_b.referral_id))),
+                cancel_subject(OW),
+            ),
+            (
+                ow2,
+                f"publish {requested_subject(OW)} (as OW)",
+                lambda: ow2.nc.publish(
+                    requested_subject(OW), encode(from_system(make_request(), OW))
+                ),
+                requested_subject(OW),
+            ),
         ]
         for party, attempt, operation, subject in attempts:
             await matrix.attempt(party, attempt, operation, expect="refused", subject=subject)
@@ -459,10 +625,14 @@ async def test_cross_provider_matrix_over_nats(
         status = observer.last_status(to_b.referral_id)
         matrix.note(
             "router",
-            f"never received the refused {response_subject(B)}",
+            f"never received the refused {response_subject(B)}, {progress_subject(B)}, "
+            f"{cancel_subject(OW)}",
             "refused",
             not await in_stream(response_subject(B))
+            and not await in_stream(progress_subject(B))
+            and not await in_stream(cancel_subject(OW))
             and await processed(stolen_answer.message_id) is None
+            and await processed(stolen_report.message_id) is None
             and status is not None
             and status.status == "offered",
             f"not in the stream, not in router.processed; referral still "
@@ -476,15 +646,23 @@ async def test_cross_provider_matrix_over_nats(
             consumer_b.num_pending == pending_b == 1 and consumer_b.delivered.consumer_seq == 0,
             f"still {consumer_b.num_pending} pending, none delivered",
         )
+        consumer_ow = await operator_js.consumer_info(STREAM, ow_durable(OW))
         matrix.note(
-            "A",
-            "got nothing of B's from its refused subscriptions",
+            "router",
+            f"consumer {ow_durable(OW)} untouched by OW2",
             "refused",
-            not a_stolen.messages,
-            f"{len(a_stolen.messages)} messages",
+            consumer_ow.num_pending == pending_ow and consumer_ow.delivered.consumer_seq == 0,
+            f"still {consumer_ow.num_pending} pending, none delivered",
+        )
+        matrix.note(
+            "A, OW, OW2",
+            "got nothing of another party's from their refused subscriptions",
+            "refused",
+            not stolen.messages and not ow2_status.messages,
+            f"{len(stolen.messages)} + {len(ow2_status.messages)} messages",
         )
 
-        # -- the router's own check: A answering B's offer on A's own subject ------------------
+        # -- the router's own checks: a party's own subject, another party's referral -----------
         own_subject_answer = answer(offer, "accept")
         await matrix.attempt(
             a,
@@ -500,6 +678,27 @@ async def test_cross_provider_matrix_over_nats(
             "refused",
             row["outcome"] == "refused" and f"provider {A} does not hold" in row["reason"],
             f"router.processed: {row['outcome']}, {row['reason']}",
+        )
+        foreign_cancel = cancel(to_b.referral_id)
+        await matrix.attempt(
+            ow2,
+            f"JetStream publish {cancel_subject(OW2)} cancelling OW's referral",
+            lambda: ow2.js.publish(cancel_subject(OW2), encode(foreign_cancel), timeout=5),
+            expect="allowed",
+            subject=cancel_subject(OW2),
+        )
+        row = await until(lambda: processed(foreign_cancel.message_id))
+        status = observer.last_status(to_b.referral_id)
+        matrix.note(
+            "router",
+            f"re-checks {cancel_subject(OW2)} against the referral's system",
+            "refused",
+            row["outcome"] == "refused"
+            and status is not None
+            and status.status == "offered"
+            and not ow2_status.messages,
+            f"router.processed: {row['outcome']}, {row['reason']}; referral still "
+            f"{status.status if status else '?'}",
         )
 
         # -- B answers through its own consumer: fetch, ack, respond -----------------------------
@@ -538,35 +737,121 @@ async def test_cross_provider_matrix_over_nats(
             expect="allowed",
             subject=response_subject(B),
         )
-        final = await observer.until_terminal(to_b.referral_id)
+        accepted = await observer.until_status(to_b.referral_id, "accepted")
         matrix.note(
             "router",
             f"received B's own {response_subject(B)}",
             "allowed",
-            final.status == "accepted" and await in_stream(response_subject(B)),
-            f"referral {final.status}; the stream holds it (so the check above could fail)",
+            accepted.provider_id == B and await in_stream(response_subject(B)),
+            f"referral {accepted.status}; the stream holds it (so the check above could fail)",
         )
 
+        # -- after acceptance: A may not report on B's referral; B reports on its own -----------
+        foreign_report = progress(to_b.referral_id, "in_service")
+        await matrix.attempt(
+            a,
+            f"JetStream publish {progress_subject(A)} reporting on B's referral",
+            lambda: a.js.publish(progress_subject(A), encode(foreign_report), timeout=5),
+            expect="allowed",
+            subject=progress_subject(A),
+        )
+        row = await until(lambda: processed(foreign_report.message_id))
+        told = await until(
+            lambda: [n for n in a_own.notices() if n.kind == "progress_refused"] or None
+        )
+        matrix.note(
+            "router",
+            f"re-checks {progress_subject(A)} against the referral's provider",
+            "refused",
+            row["outcome"] == "refused" and f"provider {A} does not hold" in row["reason"],
+            f"router.processed: {row['outcome']}, {row['reason']}",
+        )
+        matrix.note(
+            "A",
+            f"is told why on its own {notice_subject(A)}",
+            "allowed",
+            told[0].referral_id == to_b.referral_id,
+            f"{told[0].kind}: {told[0].reason}",
+        )
+        own_report = progress(to_b.referral_id, "in_service")
+        await matrix.attempt(
+            b,
+            f"JetStream publish {progress_subject(B)} (its client started)",
+            lambda: b.js.publish(progress_subject(B), encode(own_report), timeout=5),
+            expect="allowed",
+            subject=progress_subject(B),
+        )
+        await observer.until_status(to_b.referral_id, "in_service")
+        await until(lambda: "in_service" in ow_status.statuses(to_b.referral_id))
+        matrix.note(
+            "OW",
+            f"receives in_service on {status_subject(OW)}",
+            "allowed",
+            not ow2_status.messages,
+            ", ".join(ow_status.statuses(to_b.referral_id)) + "; OW2 nothing",
+        )
+
+        # -- OW reads its own consumer: fetch, ack, info ------------------------------------------
+        fetched_ow = await matrix.attempt(
+            ow,
+            f"fetch from its own consumer {ow_durable(OW)}",
+            lambda: _fetch(ow, ow_durable(OW), wait=5),
+            expect="allowed",
+            subject=f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{ow_durable(OW)}",
+        )
+        assert isinstance(fetched_ow, list)
+        first = decode_outbound(fetched_ow[0].data)
+        assert isinstance(first, ReferralStatusChanged)
+        assert first.referral_id == to_b.referral_id
+        await matrix.attempt(
+            ow,
+            "ack what it fetched",
+            lambda: fetched_ow[0].ack_sync(timeout=5),
+            expect="allowed",
+            subject=f"$JS.ACK.{STREAM}.{ow_durable(OW)}",
+        )
+        info_ow = await matrix.attempt(
+            ow,
+            f"consumer info {ow_durable(OW)}",
+            lambda: ow.js.consumer_info(STREAM, ow_durable(OW)),
+            expect="allowed",
+            subject=f"$JS.API.CONSUMER.INFO.{STREAM}.{ow_durable(OW)}",
+        )
+        assert isinstance(info_ow, ConsumerInfo)
+        assert info_ow.num_ack_pending == 0
+        assert info_ow.num_pending == len(ow_status.messages) - 1
+
         # -- A's own offer: live and through its consumer; OW cancels one of its referrals ------
-        to_a = make_request()  # Almonte: canadian-career-academy
-        await ow.js.publish(REQUESTED, encode(to_a), timeout=5)
+        to_a = from_system(make_request(), OW)  # Almonte: canadian-career-academy
+        await ow.js.publish(requested_subject(OW), encode(to_a), timeout=5)
         offer_a = await observer.until_offer(to_a.referral_id, 1)
         assert offer_a.provider_id == A
         await until(lambda: any(o.referral_id == to_a.referral_id for o in a_own.offers()))
         matrix.note("A", f"receives its offer on {offered_subject(A)}", "allowed", True, "1 offer")
+        # Its consumer holds its notices (the refused answer and report above) and this offer.
+        held = len(a_own.notices()) + 1
         fetched_a = await matrix.attempt(
             a,
             f"fetch from its own consumer {provider_durable(A)}",
-            lambda: _fetch(a, provider_durable(A), wait=5),
+            lambda: _fetch(a, provider_durable(A), wait=5, count=held),
             expect="allowed",
             subject=f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{provider_durable(A)}",
         )
         assert isinstance(fetched_a, list)
-        assert decode_outbound(fetched_a[0].data) == offer_a
+        got = [decode_outbound(m.data) for m in fetched_a]
+        assert offer_a in got
+        assert sorted(n.kind for n in got if isinstance(n, ProviderNotice)) == sorted(
+            n.kind for n in a_own.notices()
+        )
+
+        async def ack_all() -> None:
+            for message in fetched_a:
+                await message.ack_sync(timeout=5)
+
         await matrix.attempt(
             a,
             "ack what it fetched",
-            lambda: fetched_a[0].ack_sync(timeout=5),
+            ack_all,
             expect="allowed",
             subject=f"$JS.ACK.{STREAM}.{provider_durable(A)}",
         )
@@ -582,12 +867,12 @@ async def test_cross_provider_matrix_over_nats(
         await observer.until_offer(to_a.referral_id, 2)
         await matrix.attempt(
             ow,
-            f"JetStream publish {CANCEL}",
-            lambda: ow.js.publish(CANCEL, encode(cancel(to_a.referral_id)), timeout=5),
+            f"JetStream publish {cancel_subject(OW)}",
+            lambda: ow.js.publish(cancel_subject(OW), encode(cancel(to_a.referral_id)), timeout=5),
             expect="allowed",
-            subject=CANCEL,
+            subject=cancel_subject(OW),
         )
-        cancelled = await observer.until_terminal(to_a.referral_id)
+        cancelled = await observer.until_status(to_a.referral_id, "cancelled")
         matrix.note(
             "router",
             "handled A's decline and OW's cancel",
@@ -602,13 +887,25 @@ async def test_cross_provider_matrix_over_nats(
 
     wrong = [row for row in matrix.rows if not row.ok]
     assert not wrong, wrong
-    assert sum(row.expected == "refused" for row in matrix.rows) >= 30
+    assert sum(row.expected == "refused" for row in matrix.rows) >= 60
 
 
-async def _fetch(party: Party, durable: str, wait: float = JS_TIMEOUT) -> list[Msg]:
+async def _fetch(party: Party, durable: str, wait: float = JS_TIMEOUT, count: int = 1) -> list[Msg]:
+    """``count`` messages from ``durable`` (fewer when ``wait`` runs out first)."""
     sub = await party.js.pull_subscribe_bind(durable=durable, stream=STREAM)
+    messages: list[Msg] = []
     try:
-        messages: list[Msg] = await sub.fetch(1, timeout=wait)
+        deadline = time.monotonic() + wait
+        while len(messages) < count:
+            left = deadline - time.monotonic()
+            if left <= 0 and messages:
+                break
+            try:
+                messages += await sub.fetch(count - len(messages), timeout=max(left, 0.1))
+            except TimeoutError:
+                if messages:
+                    break
+                raise
         return messages
     finally:
         await sub.unsubscribe()

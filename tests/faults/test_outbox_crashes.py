@@ -15,14 +15,23 @@ import pytest
 from litestar.testing import AsyncTestClient
 from nats.aio.client import Client as NatsClient
 
-from contracts.subjects import REQUESTED, ROUTER_DURABLE, STATUS, STREAM, offered_subject
+from contracts.subjects import (
+    ROUTER_DURABLE,
+    STREAM,
+    offered_subject,
+    requested_subject,
+    status_subject,
+)
 from services.geo import default_gazetteer
 from services.router.app import create_app, wiring
 from services.router.settings import RouterSettings
 from services.router.stream import ensure_stream_and_consumer
 from services.router.worker import Router
 from tests.faults.harness import HEADER, Figures
-from tests.referrals import CCA, Observer, make_request, send_request
+from tests.referrals import CCA, SYSTEM, Observer, make_request, send_request
+
+REQUESTED = requested_subject(SYSTEM)
+STATUS = status_subject(SYSTEM)
 
 pytestmark = pytest.mark.faults
 

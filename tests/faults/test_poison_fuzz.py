@@ -14,10 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from nats.aio.client import Client as NatsClient
 
-from contracts.subjects import CANCEL, REQUESTED, response_subject
+from contracts.subjects import cancel_subject, requested_subject, response_subject
 from services.router.consumer import InvalidMessage, parse
 from tests.faults.harness import HEADER, Figures
-from tests.referrals import CCA, Observer, cancel, make_request, publish, send_request
+from tests.referrals import CCA, SYSTEM, Observer, cancel, make_request, publish, send_request
 
 pytestmark = pytest.mark.faults
 
@@ -25,8 +25,8 @@ FUZZED = 1000
 VALID = 20
 
 BASES: dict[str, Any] = {
-    REQUESTED: msgspec.to_builtins(make_request()),
-    CANCEL: msgspec.to_builtins(cancel(uuid.uuid4())),
+    requested_subject(SYSTEM): msgspec.to_builtins(make_request()),
+    cancel_subject(SYSTEM): msgspec.to_builtins(cancel(uuid.uuid4())),
     response_subject(CCA): {
         "type": "referral.response.v1",
         "message_id": str(uuid.uuid4()),

@@ -107,11 +107,11 @@ async def test_each_service_role_does_its_own_work_and_nothing_more(roles_databa
             store=SqlStore(router),
             directory=SqlDirectory(router),
             now=datetime.datetime.now(datetime.UTC),
-            offer_timeout=datetime.timedelta(days=2),
+            deadline=lambda now: now + datetime.timedelta(days=2),
         )
         async with router.transaction():
             handled = await on_requested(
-                make_request(), uow=ctx, locate=default_gazetteer().resolve
+                make_request(), "ow-test", uow=ctx, locate=default_gazetteer().resolve
             )
             await ctx.flush()
         assert handled.outcome == "offered", handled

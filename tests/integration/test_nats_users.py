@@ -39,6 +39,8 @@ from services.infra.nats_auth import (
 pytestmark = pytest.mark.integration
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "nats"
+CCA = "canadian-career-academy"
+CES = "community-employment-services"
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
 
@@ -78,6 +80,26 @@ async def stream_publish(options: dict[str, Any], subject: str) -> int:
         await nc.close()
 
 
+async def refused_publish(options: dict[str, Any], subject: str) -> bool:
+    """nats-server refuses this user a publish on ``subject`` (a permissions violation)."""
+    errors: list[str] = []
+
+    async def collect(exc: Exception) -> None:
+        errors.append(str(exc).lower())
+
+    nc = await nats.connect(**options, error_cb=collect)
+    try:
+        await nc.publish(subject, b"{}")
+        await nc.flush(timeout=5)
+        for _ in range(100):
+            if any("permissions violation" in e and subject in e for e in errors):
+                return True
+            await asyncio.sleep(0.02)
+        return False
+    finally:
+        await nc.close()
+
+
 def test_embedded_nats_generates_private_logins_and_keeps_them(state: Path) -> None:
     users = default_users(provider_ids=seed_provider_ids())
     broker = EmbeddedNats(state / "nats", port=free_port(), durable=False, users=users)
@@ -106,7 +128,8 @@ def test_embedded_nats_generates_private_logins_and_keeps_them(state: Path) -> N
             ow = login_options(
                 "ow-lanark", url=broker.address, credentials_dir=credentials, required=True
             )
-            assert await stream_publish(ow, "referral.requested") == 1
+            assert await stream_publish(ow, "referral.requested.ow-lanark") == 1
+            assert await refused_publish(ow, "referral.requested.eo-cli")  # another system's
 
         asyncio.run(check())
     finally:
@@ -120,7 +143,7 @@ def test_embedded_nats_generates_private_logins_and_keeps_them(state: Path) -> N
         operator = login_options(
             OPERATOR_USER, url=again.address, credentials_dir=credentials, required=True
         )
-        assert asyncio.run(stream_publish(operator, "referral.status")) == 2
+        assert asyncio.run(stream_publish(operator, "referral.status.ow-lanark")) == 2
     finally:
         again.stop()
 
@@ -176,8 +199,12 @@ def test_the_deploy_configuration_runs(state: Path, kind: str) -> None:
         nc = await nats.connect(with_login(url, load_login(credentials, ROUTER_USER)))
         await nc.jetstream().add_stream(name="REFERRALS", subjects=["referral.>"])
         await nc.close()
-        assert await stream_publish(as_user("ow-lanark"), "referral.requested") == 1
-        assert await stream_publish(as_user(OPERATOR_USER), "referral.status") == 2
+        assert await stream_publish(as_user("ow-lanark"), "referral.requested.ow-lanark") == 1
+        assert await stream_publish(as_user(OPERATOR_USER), "referral.status.ow-lanark") == 2
+        provider = as_user(f"provider-{CCA}")
+        assert await stream_publish(provider, f"referral.progress.{CCA}") == 3
+        assert await refused_publish(provider, f"referral.progress.{CES}")
+        assert await refused_publish(as_user("ow-lanark"), "referral.cancel.ow-ottawa")
 
     try:
         wait_until_up(port, process, state / "nats-server.log")

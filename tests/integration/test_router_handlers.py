@@ -22,7 +22,10 @@ TIMEOUT = datetime.timedelta(days=2)
 
 def context(conn: asyncpg.Connection, now: datetime.datetime = NOW) -> UnitOfWork:
     return UnitOfWork(
-        store=SqlStore(conn), directory=SqlDirectory(conn), now=now, offer_timeout=TIMEOUT
+        store=SqlStore(conn),
+        directory=SqlDirectory(conn),
+        now=now,
+        deadline=lambda at: at + TIMEOUT,
     )
 
 
@@ -30,7 +33,7 @@ async def request_in_tx(conn: asyncpg.Connection, **kwargs) -> tuple[Handled, Un
     ctx = context(conn)
     async with conn.transaction():
         handled = await on_requested(
-            make_request(**kwargs), uow=ctx, locate=default_gazetteer().resolve
+            make_request(**kwargs), "ow-test", uow=ctx, locate=default_gazetteer().resolve
         )
         await ctx.flush()
     return handled, ctx
@@ -40,8 +43,8 @@ async def test_request_commits_referral_offer_history_reservation_and_outbox(con
     handled, ctx = await request_in_tx(conn)
     assert handled.outcome == "offered"
     assert [row.subject for row in ctx.outbox] == [
-        "referral.status",  # received
-        "referral.status",  # offered
+        "referral.status.ow-test",  # received
+        "referral.status.ow-test",  # offered
         "referral.offered.canadian-career-academy",
     ]
     counts = await conn.fetchrow(

@@ -1,4 +1,5 @@
-"""The referral messages: what decodes, what is rejected (and where), and deterministic ids."""
+"""The referral messages (contract v1.1): what decodes, what is rejected (and where), and
+deterministic ids."""
 
 import base64
 import datetime
@@ -13,14 +14,19 @@ import msgspec
 import pytest
 
 from contracts import (
+    PROGRESS_CODES,
+    ROUTING_OUTCOMES,
     TERMINAL_STATUSES,
     Client,
     ClientLocation,
     DeadLetter,
     Explanation,
     Message,
+    ProgressStatus,
+    ProviderNotice,
     ReferralCancel,
     ReferralOffered,
+    ReferralProgress,
     ReferralRequested,
     ReferralResponse,
     ReferralStatus,
@@ -34,6 +40,7 @@ from contracts.codec import (
     encode,
     peek_referral_id,
 )
+from contracts.subjects import requested_subject, response_subject
 
 # The DESIGN.md section 3 example, byte for byte: a captured v1 payload that must always decode.
 V1_REQUEST = (Path(__file__).parents[1] / "fixtures" / "referral_requested_v1.json").read_bytes()
@@ -250,6 +257,31 @@ INBOUND: list[Message] = [
         decision="decline",
         reason="no intake until March",
     ),
+    ReferralProgress(
+        message_id=uuid.uuid4(), referral_id=REFERRAL_ID, status="in_service", occurred_at=AT
+    ),
+    ReferralProgress(
+        message_id=uuid.uuid4(),
+        referral_id=REFERRAL_ID,
+        status="completed",
+        code="employed",
+        note="Full-time, 12 weeks after intake.",
+        occurred_at=AT,
+    ),
+    ReferralProgress(
+        message_id=uuid.uuid4(),
+        referral_id=REFERRAL_ID,
+        status="not_started",
+        code="could_not_contact",
+        occurred_at=AT,
+    ),
+    ReferralProgress(
+        message_id=uuid.uuid4(),
+        referral_id=REFERRAL_ID,
+        status="ended_early",
+        code="moved",
+        occurred_at=AT,
+    ),
 ]
 OUTBOUND: list[Message] = [
     ReferralOffered(
@@ -293,7 +325,7 @@ OUTBOUND: list[Message] = [
     ),
     DeadLetter(
         message_id=uuid.uuid4(),
-        subject="referral.requested",
+        subject=requested_subject("ow-lanark"),
         received_at=AT,
         error="Expected `array` of length >= 1 - at `$.needs`",
         payload=b'{"needs": []}\xff',
@@ -301,10 +333,58 @@ OUTBOUND: list[Message] = [
     ),
     DeadLetter(
         message_id=uuid.uuid4(),
-        subject="referral.response.canadian-career-academy",
+        subject=response_subject("canadian-career-academy"),
         received_at=AT,
         error="malformed JSON",
         payload=b"\x00\x01",
+    ),
+    # v1.1 additions
+    ReferralOffered(
+        message_id=uuid.uuid4(),
+        referral_id=REFERRAL_ID,
+        offer_id=OFFER_ID,
+        provider_id="ontrac-employment-resource-services",
+        site_id="ontrac-smiths-falls",
+        attempt=2,
+        expires_at=AT + datetime.timedelta(days=2),
+        distance_km=12.3,
+        needs=["job_search"],
+        language="fr",
+        client_ref="c-7d41e9",
+        source=Source(system="ow-lanark", office_id="smiths-falls"),
+    ),
+    ReferralStatusChanged(
+        message_id=uuid.uuid4(),
+        referral_id=REFERRAL_ID,
+        status="completed",
+        at=AT,
+        attempt=1,
+        provider_id="ontrac-employment-resource-services",
+        site_id="ontrac-smiths-falls",
+        code="employed",
+    ),
+    ReferralStatusChanged(
+        message_id=uuid.uuid4(),
+        referral_id=REFERRAL_ID,
+        status="withdrawn",
+        at=AT,
+        attempt=1,
+        reason="client moved out of the province",
+    ),
+    ProviderNotice(
+        message_id=uuid.uuid4(),
+        referral_id=REFERRAL_ID,
+        offer_id=OFFER_ID,
+        kind="offer_cancelled",
+        reason="cancelled by the referring OW office",
+        at=AT,
+    ),
+    ProviderNotice(
+        message_id=uuid.uuid4(),
+        referral_id=REFERRAL_ID,
+        kind="progress_refused",
+        reason="completed needs an accepted or in-service referral",
+        at=AT,
     ),
 ]
 
@@ -335,6 +415,12 @@ def test_inbound_decoder_refuses_outbound_messages(msg: Message) -> None:
         decode_inbound(encode(msg))
 
 
+@pytest.mark.parametrize("msg", INBOUND, ids=_ids(INBOUND))
+def test_outbound_decoder_refuses_inbound_messages(msg: Message) -> None:
+    with pytest.raises(msgspec.ValidationError, match=re.escape("- at `$.type`")):
+        decode_outbound(encode(msg))
+
+
 def test_message_tags_are_the_contracts() -> None:
     tags = {
         cls.__name__: cls.__struct_config__.tag
@@ -344,6 +430,8 @@ def test_message_tags_are_the_contracts() -> None:
             ReferralOffered,
             ReferralResponse,
             ReferralStatusChanged,
+            ReferralProgress,
+            ProviderNotice,
             DeadLetter,
         )
     }
@@ -354,6 +442,8 @@ def test_message_tags_are_the_contracts() -> None:
         "ReferralOffered": "referral.offered.v1",
         "ReferralResponse": "referral.response.v1",
         "ReferralStatusChanged": "referral.status.v1",
+        "ReferralProgress": "referral.progress.v1",
+        "ProviderNotice": "referral.notice.v1",
         "DeadLetter": "referral.dead.v1",
     }
 
@@ -380,6 +470,110 @@ def test_explanation_counts_cannot_be_negative() -> None:
 
 def test_terminal_statuses_are_states() -> None:
     assert set(ReferralStatus.__args__) >= TERMINAL_STATUSES  # type: ignore[attr-defined]
+
+
+def test_acceptance_ends_routing_but_not_the_referral() -> None:
+    assert set(ReferralStatus.__args__) >= ROUTING_OUTCOMES  # type: ignore[attr-defined]
+    assert "accepted" in ROUTING_OUTCOMES
+    assert "accepted" not in TERMINAL_STATUSES
+    assert {"completed", "not_started", "ended_early", "withdrawn"} <= TERMINAL_STATUSES
+
+
+def test_every_progress_status_has_its_codes() -> None:
+    assert set(PROGRESS_CODES) == set(ProgressStatus.__args__)  # type: ignore[attr-defined]
+    assert set(ProgressStatus.__args__) <= set(ReferralStatus.__args__)  # type: ignore[attr-defined]
+
+
+def progress(**fields: Any) -> bytes:
+    doc = {
+        "type": "referral.progress.v1",
+        "message_id": str(uuid.uuid4()),
+        "referral_id": str(REFERRAL_ID),
+        "occurred_at": "2026-11-21T15:04:05Z",
+        **fields,
+    }
+    return json.dumps({key: value for key, value in doc.items() if value is not None}).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        ("in_service", None),
+        *(("completed", code) for code in PROGRESS_CODES["completed"]),
+        *(("not_started", code) for code in PROGRESS_CODES["not_started"]),
+        *(("ended_early", code) for code in PROGRESS_CODES["ended_early"]),
+    ],
+)
+def test_each_progress_status_decodes_with_its_codes(status: str, code: str | None) -> None:
+    msg = decode_inbound(progress(status=status, code=code))
+
+    assert isinstance(msg, ReferralProgress)
+    assert (msg.status, msg.code) == (status, code)
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "error"),
+    [
+        pytest.param(
+            "in_service", "employed", "status in_service takes no code", id="code-in-service"
+        ),
+        pytest.param("completed", None, "status completed needs a code", id="completed-no-code"),
+        pytest.param(
+            "completed", "no_show", "status completed needs a code", id="completed-reason-code"
+        ),
+        pytest.param(
+            "not_started", "employed", "status not_started needs a code", id="not-started-outcome"
+        ),
+        pytest.param(
+            "not_started", "moved", "status not_started needs a code", id="not-started-ended-reason"
+        ),
+        pytest.param(
+            "ended_early", "no_show", "status ended_early needs a code", id="ended-early-no-show"
+        ),
+        pytest.param("ended_early", None, "status ended_early needs a code", id="ended-no-code"),
+    ],
+)
+def test_a_progress_code_must_fit_its_status(status: str, code: str | None, error: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=error):
+        decode_inbound(progress(status=status, code=code))
+
+
+@pytest.mark.parametrize(
+    ("fields", "path"),
+    [
+        pytest.param({"status": "accepted"}, "$.status", id="status-not-reported-by-providers"),
+        pytest.param({"status": "completed", "code": "hired"}, "$.code", id="unknown-code"),
+        pytest.param(
+            {"status": "in_service", "note": "x" * 201}, "$.note", id="note-over-200-characters"
+        ),
+        pytest.param({"status": "in_service", "note": ""}, "$.note", id="empty-note"),
+        pytest.param(
+            {"status": "in_service", "occurred_at": "2026-11-21T15:04:05"},
+            "$.occurred_at",
+            id="naive-occurred-at",
+        ),
+    ],
+)
+def test_invalid_progress_is_rejected_naming_the_path(fields: dict[str, Any], path: str) -> None:
+    with pytest.raises(msgspec.ValidationError, match=re.escape(f"- at `{path}`")):
+        decode_inbound(progress(**fields))
+
+
+def test_a_progress_note_may_be_200_characters() -> None:
+    msg = decode_inbound(progress(status="in_service", note="x" * 200))
+
+    assert isinstance(msg, ReferralProgress)
+    assert msg.note == "x" * 200
+
+
+def test_v1_0_outbound_payloads_still_decode_without_the_v1_1_fields() -> None:
+    offered = json.loads(encode(OUTBOUND[0]))
+    status = json.loads(encode(OUTBOUND[2]))
+    assert "source" not in offered
+    assert "code" not in status
+
+    assert decode_outbound(json.dumps(offered).encode()) == OUTBOUND[0]
+    assert decode_outbound(json.dumps(status).encode()) == OUTBOUND[2]
 
 
 def test_peek_referral_id_reads_the_id_of_an_invalid_request() -> None:

@@ -246,6 +246,27 @@ def test_kustomization_names_every_manifest_and_existing_files() -> None:
 NATS_SERVER = Path(sys.executable).parent / "nats-server"
 
 
+def test_the_nats_readme_gives_each_party_its_own_subjects() -> None:
+    """deploy/nats/README.md's users table speaks contract v1.1, like the template."""
+    text = (DEPLOY / "nats" / "README.md").read_text()
+    for subject in (
+        "referral.requested.<system>",
+        "referral.cancel.<system>",
+        "referral.status.<system>",
+        "referral.offered.<id>",
+        "referral.notice.<id>",
+        "referral.response.<id>",
+        "referral.progress.<id>",
+        "$JS.API.CONSUMER.MSG.NEXT.REFERRALS.ow-<system>",
+        "$JS.API.CONSUMER.MSG.NEXT.REFERRALS.provider-<id>",
+    ):
+        assert f"`{subject}`" in text, subject
+    assert not re.search(r"`referral\.(requested|cancel|status)`", text)  # v1's shared ones
+    template = (DEPLOY / "nats" / "accounts.template.conf").read_text()
+    assert '"referral.status.ow-lanark"' in template
+    assert not re.search(r'"referral\.(requested|cancel|status)"', template)
+
+
 def test_nats_server_accepts_the_cluster_configuration(tmp_path: Path) -> None:
     shutil.copy(DEPLOY / "nats" / "nats-cluster.conf", tmp_path / "nats-cluster.conf")
     shutil.copy(DEPLOY / "nats" / "accounts.template.conf", tmp_path / "accounts.conf")

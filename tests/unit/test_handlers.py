@@ -1,6 +1,7 @@
 """The router's handlers against in-memory fakes of the store and the directory: what each
 message and deadline changes, publishes and refuses (no PostgreSQL, no NATS)."""
 
+import datetime
 import uuid
 from collections.abc import Awaitable, Callable
 
@@ -12,22 +13,25 @@ from contracts.common import ClientLocation
 from contracts.directory import Origin
 from contracts.referrals import (
     DeadLetter,
+    ProviderNotice,
     ReferralOffered,
     ReferralResponse,
     ReferralStatusChanged,
 )
-from contracts.subjects import DEAD, REQUESTED, STATUS
+from contracts.subjects import DEAD, notice_subject, requested_subject, status_subject
 from services.geo import UnknownCommunity
 from services.router.handlers import (
     Contention,
     InvalidRequest,
     on_cancel,
     on_invalid,
+    on_progress,
     on_requested,
     on_response,
     on_timeout,
 )
 from services.router.model import Handled
+from services.router.privacy import personal_information
 from services.router.unit_of_work import UnitOfWork
 from tests.fakes import (
     NOW,
@@ -39,13 +43,14 @@ from tests.fakes import (
     locate_almonte,
     unit_of_work,
 )
-from tests.referrals import cancel, make_request
+from tests.referrals import cancel, make_request, progress
 
-CCA, CES, ONTRAC = (
-    "canadian-career-academy",
-    "community-employment-services",
-    ("ontrac-employment-resource-services"),
-)
+CCA = "canadian-career-academy"
+CES = "community-employment-services"
+ONTRAC = "ontrac-employment-resource-services"
+SYSTEM = "ow-test"
+REQUESTED = requested_subject(SYSTEM)
+STATUS = status_subject(SYSTEM)
 
 
 @pytest.fixture
@@ -86,7 +91,7 @@ def respond(referral_id: uuid.UUID, offer_id: uuid.UUID, decision: str, reason=N
 async def request(store: FakeStore, directory: FakeDirectory, **kwargs) -> Handled:
     msg = make_request(**kwargs)
     return await run(
-        store, directory, lambda uow: on_requested(msg, uow=uow, locate=locate_almonte)
+        store, directory, lambda uow: on_requested(msg, SYSTEM, uow=uow, locate=locate_almonte)
     )
 
 
@@ -125,21 +130,23 @@ async def test_an_unplaceable_location_is_an_invalid_request(store, directory):
 
     msg = make_request(location=ClientLocation(community="Atlantis"))
     with pytest.raises(InvalidRequest, match=r"client.location: 'Atlantis'"):
-        await run(store, directory, lambda uow: on_requested(msg, uow=uow, locate=nowhere))
+        await run(store, directory, lambda uow: on_requested(msg, SYSTEM, uow=uow, locate=nowhere))
 
 
 async def test_a_repeated_message_and_a_repeated_referral_change_nothing(store, directory):
     msg = make_request()
     first = await run(
-        store, directory, lambda uow: on_requested(msg, uow=uow, locate=locate_almonte)
+        store, directory, lambda uow: on_requested(msg, SYSTEM, uow=uow, locate=locate_almonte)
     )
     again = await run(
-        store, directory, lambda uow: on_requested(msg, uow=uow, locate=locate_almonte)
+        store, directory, lambda uow: on_requested(msg, SYSTEM, uow=uow, locate=locate_almonte)
     )
     assert again.outcome == "duplicate_message"
     other_message = msgspec.structs.replace(msg, message_id=uuid.uuid4())
     repeat = await run(
-        store, directory, lambda uow: on_requested(other_message, uow=uow, locate=locate_almonte)
+        store,
+        directory,
+        lambda uow: on_requested(other_message, SYSTEM, uow=uow, locate=locate_almonte),
     )
     assert repeat.outcome == "duplicate_referral"
     assert store.processed[other_message.message_id] == "duplicate_referral"
@@ -195,7 +202,12 @@ async def test_a_response_that_does_not_fit_is_refused_and_changes_nothing(
     assert handled.reason is not None
     assert why in handled.reason
     assert store.events(rid)[-1] == ("!accept", "offered")
-    assert len(store.outbox) == before  # a refusal is recorded, not published
+    # A refusal is recorded, not published to OW; the provider that answered is told why.
+    [(subject, notice)] = published(store)[before:]
+    assert subject == notice_subject(who)
+    assert isinstance(notice, ProviderNotice)
+    assert (notice.kind, notice.offer_id) == ("response_refused", offer_id)
+    assert why in notice.reason
     assert store.referrals[rid].status == "offered"
     assert store.offer_states[offer.id] == "open"
 
@@ -248,14 +260,16 @@ async def test_no_site_left_makes_the_referral_unmatched_and_says_why(store, dir
 async def test_a_cancel_withdraws_the_open_offer_and_frees_its_place(store, directory):
     rid = await new_referral(store, directory)
     [offer] = store.open_offers()
-    handled = await run(store, directory, lambda uow: on_cancel(cancel(rid, "moved"), uow=uow))
+    handled = await run(
+        store, directory, lambda uow: on_cancel(cancel(rid, "moved"), SYSTEM, uow=uow)
+    )
     assert handled.outcome == "cancelled"
     assert handled.reason == (
         "cancelled by OW: moved; the open offer to cca-carleton-place is withdrawn"
     )
     assert store.offer_states[offer.id] == "withdrawn"
     assert directory.site("cca-carleton-place").reserved == 0
-    again = await run(store, directory, lambda uow: on_cancel(cancel(rid), uow=uow))
+    again = await run(store, directory, lambda uow: on_cancel(cancel(rid), SYSTEM, uow=uow))
     assert (again.outcome, again.reason) == ("refused", "the referral is already cancelled")
 
 
@@ -282,7 +296,7 @@ async def test_a_preferred_provider_farther_than_the_nearest_few_is_found(store,
 
     async def work(uow: UnitOfWork) -> Handled:
         uow.candidates = uow_candidates
-        return await on_requested(msg, uow=uow, locate=locate_almonte)
+        return await on_requested(msg, SYSTEM, uow=uow, locate=locate_almonte)
 
     handled = await run(store, directory, work)
     assert handled.reason is not None
@@ -312,3 +326,177 @@ async def test_an_invalid_request_is_dead_lettered_and_its_referral_rejected(sto
     )
     assert other.outcome == "refused"
     assert store.events(referral_id)[-1] == ("!reject", "rejected")
+
+
+# -- contract v1.1: after acceptance, per-party subjects, notices ----------------------------
+
+
+async def accepted(store: FakeStore, directory: FakeDirectory) -> uuid.UUID:
+    rid = await new_referral(store, directory)
+    [offer] = store.open_offers()
+    await run(
+        store, directory, lambda uow: on_response(respond(rid, offer.id, "accept"), CCA, uow=uow)
+    )
+    return rid
+
+
+async def report(
+    store: FakeStore,
+    directory: FakeDirectory,
+    rid: uuid.UUID,
+    status: str,
+    code: str | None = None,
+    *,
+    by: str = CCA,
+    occurred_at: datetime.datetime = NOW,
+) -> Handled:
+    msg = progress(rid, status, code, note="started the workshop", occurred_at=occurred_at)
+    return await run(store, directory, lambda uow: on_progress(msg, by, uow=uow))
+
+
+async def test_started_then_completed_is_reported_to_ow_and_gives_the_place_back(store, directory):
+    rid = await accepted(store, directory)
+    site = directory.site("cca-carleton-place")
+    assert site.reserved == 1
+    started = await report(store, directory, rid, "in_service")
+    assert started.outcome == "in_service"
+    assert site.reserved == 1  # a client in service still holds the place
+    done = await report(store, directory, rid, "completed", "employed")
+    assert (done.outcome, done.reason) == ("completed", "employed")
+    assert site.reserved == 0
+    statuses = [m for s, m in published(store) if s == STATUS]
+    last = statuses[-1]
+    assert isinstance(last, ReferralStatusChanged)
+    assert (last.status, last.code, last.site_id) == ("completed", "employed", site.site_id)
+    assert [m.status for m in statuses if isinstance(m, ReferralStatusChanged)][-2:] == [
+        "in_service",
+        "completed",
+    ]
+
+
+async def test_not_started_closes_the_referral_and_frees_its_place(store, directory):
+    rid = await accepted(store, directory)
+    handled = await report(store, directory, rid, "not_started", "no_show")
+    assert handled.outcome == "not_started"
+    assert store.referrals[rid].status == "not_started"
+    assert directory.site("cca-carleton-place").reserved == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "by", "when", "why"),
+    [
+        ("in_service", None, CES, NOW, f"provider {CES} does not hold the referral"),
+        ("completed", "employed", CCA, NOW, "cannot complete a referral that is accepted"),
+        ("ended_early", "moved", CCA, NOW, "cannot end early a referral that is accepted"),
+        ("in_service", None, CCA, NOW + TIMEOUT, "is in the future"),
+        ("in_service", None, CCA, NOW - TIMEOUT, "before the referral was accepted"),
+    ],
+)
+async def test_a_report_that_does_not_apply_is_refused_and_the_provider_told(
+    store, directory, status, code, by, when, why
+):
+    rid = await accepted(store, directory)
+    before = len(store.outbox)
+    handled = await report(store, directory, rid, status, code, by=by, occurred_at=when)
+    assert handled.outcome == "refused"
+    assert why in (handled.reason or "")
+    assert store.referrals[rid].status == "accepted"
+    assert directory.site("cca-carleton-place").reserved == 1
+    [(subject, notice)] = published(store)[before:]
+    assert subject == notice_subject(by)
+    assert isinstance(notice, ProviderNotice)
+    assert notice.kind == "progress_refused"
+
+
+async def test_a_report_before_acceptance_is_refused(store, directory):
+    rid = await new_referral(store, directory)
+    handled = await report(store, directory, rid, "in_service")
+    assert handled.outcome == "refused"
+    assert store.referrals[rid].status == "offered"
+
+
+async def test_ow_withdraws_after_acceptance_and_the_provider_is_told(store, directory):
+    rid = await accepted(store, directory)
+    await report(store, directory, rid, "in_service")
+    handled = await run(
+        store, directory, lambda uow: on_cancel(cancel(rid, "moved away"), SYSTEM, uow=uow)
+    )
+    assert (handled.outcome, handled.reason) == ("withdrawn", "withdrawn by OW: moved away")
+    assert directory.site("cca-carleton-place").reserved == 0
+    notices = [(s, m) for s, m in published(store) if isinstance(m, ProviderNotice)]
+    assert [(s, m.kind) for s, m in notices] == [(notice_subject(CCA), "referral_withdrawn")]
+    late = await report(store, directory, rid, "completed", "employed")
+    assert (late.outcome, late.reason) == ("refused", "the referral is already withdrawn")
+
+
+async def test_only_the_referring_system_may_cancel(store, directory):
+    rid = await new_referral(store, directory)
+    [offer] = store.open_offers()
+    handled = await run(
+        store, directory, lambda uow: on_cancel(cancel(rid), "ow-elsewhere", uow=uow)
+    )
+    assert handled.outcome == "refused"
+    assert "ow-elsewhere did not send it" in (handled.reason or "")
+    assert store.offer_states[offer.id] == "open"
+    assert store.referrals[rid].status == "offered"
+
+
+async def test_a_request_on_another_systems_subject_is_invalid(store, directory):
+    msg = make_request()
+    with pytest.raises(InvalidRequest, match=r"source\.system"):
+        await run(
+            store,
+            directory,
+            lambda uow: on_requested(msg, "ow-other", uow=uow, locate=locate_almonte),
+        )
+
+
+async def test_the_provider_is_told_when_its_open_offer_expires_or_is_cancelled(store, directory):
+    rid = await new_referral(store, directory)
+    await run(store, directory, lambda uow: on_timeout(rid, uow=uow), now=NOW + TIMEOUT)
+    await run(store, directory, lambda uow: on_cancel(cancel(rid), SYSTEM, uow=uow))
+    notices = [(s, m.kind) for s, m in published(store) if isinstance(m, ProviderNotice)]
+    assert notices == [
+        (notice_subject(CCA), "offer_expired"),
+        (notice_subject(CES), "offer_cancelled"),
+    ]
+
+
+async def test_thirty_accept_and_complete_cycles_leave_no_place_in_use(store, directory):
+    site = directory.site("cca-carleton-place")
+    for _ in range(30):
+        rid = await accepted(store, directory)
+        await report(store, directory, rid, "in_service")
+        await report(store, directory, rid, "completed", "plan_completed")
+    assert (site.reserved, site.capacity) == (0, 25)
+    assert {r.status for r in store.referrals.values()} == {"completed"}
+
+
+@pytest.mark.parametrize(
+    ("note", "what"),
+    [
+        ("call her at 613-555-0199", "a phone number"),
+        ("reach jane.doe@example.org", "an e-mail address"),
+        ("SIN 046 454 286", "a SIN or another identifying number"),
+    ],
+)
+async def test_a_note_that_looks_like_personal_information_is_refused(store, directory, note, what):
+    rid = await accepted(store, directory)
+    before = len(store.outbox)
+    msg = progress(rid, "in_service", note=note, occurred_at=NOW)
+    handled = await run(store, directory, lambda uow: on_progress(msg, CCA, uow=uow))
+    assert handled.outcome == "refused"
+    assert f"it looks like {what}" in (handled.reason or "")
+    [(_, notice)] = published(store)[before:]
+    assert isinstance(notice, ProviderNotice)
+    assert note not in notice.reason  # the refusal does not repeat what it refuses
+    assert store.referrals[rid].status == "accepted"
+
+
+def test_ordinary_notes_pass_the_privacy_check() -> None:
+    for note in (
+        "started the resume workshop on 2026-11-20",
+        "attended 3 of 4 sessions",
+        "employed at 40 hours a week since 2026-11-02",
+    ):
+        assert personal_information(note) is None, note

@@ -9,6 +9,7 @@ import pytest
 
 from contracts.referrals import TERMINAL_STATUSES, ReferralStatus
 from services.router.lifecycle import (
+    HOLDING,
     Cancel,
     Event,
     Expire,
@@ -40,6 +41,13 @@ ALLOWED = {
     ("expired", "offer"): "offered",
     ("expired", "no_site_left"): "unmatched",
     ("expired", "cancel"): "cancelled",
+    # v1.1: after acceptance (DESIGN.md section 3c)
+    ("accepted", "start"): "in_service",
+    ("accepted", "not_start"): "not_started",
+    ("accepted", "withdraw"): "withdrawn",
+    ("in_service", "complete"): "completed",
+    ("in_service", "end_early"): "ended_early",
+    ("in_service", "withdraw"): "withdrawn",
 }
 STATES: tuple[ReferralStatus, ...] = get_args(ReferralStatus)
 EVENTS: tuple[Event, ...] = get_args(Event)
@@ -70,10 +78,12 @@ def test_terminal_states_refuse_everything_including_cancel() -> None:
             assert result.reason == f"the referral is already {state}"
 
 
-def test_a_cancel_reaches_every_non_terminal_state() -> None:
+def test_ow_can_call_off_every_open_referral() -> None:
+    """Before acceptance a cancel, after it a withdrawal (DESIGN.md section 3)."""
     for state in STATES:
         if not is_terminal(state):
-            assert transition(state, "cancel") == "cancelled"
+            event: Event = "withdraw" if state in HOLDING else "cancel"
+            assert transition(state, event) == ("withdrawn" if state in HOLDING else "cancelled")
 
 
 # -- decide: the rules around the table ---------------------------------------------------------
@@ -127,7 +137,7 @@ def test_accept_keeps_the_place() -> None:
         ("offered", OFFER, answer(offer=uuid.UUID(int=9)), "is not the referral's open offer"),
         ("offered", None, answer(), "the referral has no open offer"),
         ("accepted", None, answer(), "the referral is already accepted"),
-        ("cancelled", None, Cancel("moved", uuid.uuid4()), "the referral is already cancelled"),
+        ("cancelled", None, Cancel("ow-test", "moved", uuid.uuid4()), "is already cancelled"),
     ],
 )
 def test_what_does_not_apply_is_refused_and_changes_nothing(state, offer, trigger, why) -> None:
@@ -156,7 +166,7 @@ def test_a_match_makes_the_next_attempts_offer_with_its_deadline() -> None:
     site = Candidate("ces-perth", "community-employment-services", 36.9, 0)
     choice = choose([site], excluded={})
     timeout = datetime.timedelta(days=2)
-    decision = decide(referral("declined"), None, Match(choice, timeout, None), NOW)
+    decision = decide(referral("declined"), None, Match(choice, NOW + timeout, None), NOW)
     assert decision.new_offer is not None
     assert (decision.new_offer.attempt, decision.new_offer.expires_at) == (2, NOW + timeout)
     assert decision.entries[0].attempt == 2
@@ -164,6 +174,6 @@ def test_a_match_makes_the_next_attempts_offer_with_its_deadline() -> None:
     assert subject == "referral.offered.community-employment-services"
     assert getattr(offered, "offer_id", None) == decision.new_offer.id
     none_left = decide(
-        referral("declined"), None, Match(choose([], excluded={}), timeout, None), NOW
+        referral("declined"), None, Match(choose([], excluded={}), NOW + timeout, None), NOW
     )
     assert (none_left.outcome, none_left.status) == ("unmatched", "unmatched")

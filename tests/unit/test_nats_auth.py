@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from contracts.subjects import provider_durable
+from contracts.subjects import ow_durable, provider_durable
 from services.directory.seed import seed_provider_ids
 from services.infra.logs import redact_passwords
 from services.infra.nats_auth import (
@@ -29,7 +29,7 @@ from services.infra.nats_auth import (
     with_login,
 )
 from services.infra.settings import InfraSettings
-from services.router.provider_consumers import provider_consumer_config
+from services.router.party_consumers import ow_consumer_config, provider_consumer_config
 
 DEPLOY = Path(__file__).parents[2] / "deploy" / "nats"
 CCA = "canadian-career-academy"
@@ -45,18 +45,45 @@ def test_a_provider_may_use_its_own_subjects_and_consumer_only() -> None:
     assert user.name == f"provider-{CCA}" == provider_durable(CCA)
     assert user.publish == (
         f"referral.response.{CCA}",
+        f"referral.progress.{CCA}",
         f"$JS.API.CONSUMER.INFO.REFERRALS.provider-{CCA}",
         f"$JS.API.CONSUMER.MSG.NEXT.REFERRALS.provider-{CCA}",
         f"$JS.ACK.REFERRALS.provider-{CCA}.>",
     )
-    assert user.subscribe == (f"referral.offered.{CCA}", f"_INBOX_provider-{CCA}.>")
+    assert user.subscribe == (
+        f"referral.offered.{CCA}",
+        f"referral.notice.{CCA}",
+        f"_INBOX_provider-{CCA}.>",
+    )
 
 
-def test_an_ow_system_sends_requests_and_cancels_and_reads_status() -> None:
+def test_an_ow_system_may_use_its_own_subjects_and_consumer_only() -> None:
     user = ow_user("ow-lanark")
 
-    assert user.publish == ("referral.requested", "referral.cancel")
-    assert user.subscribe == ("referral.status", "_INBOX_ow-lanark.>")
+    assert ow_durable("ow-lanark") == "ow-ow-lanark"
+    assert user.publish == (
+        "referral.requested.ow-lanark",
+        "referral.cancel.ow-lanark",
+        "$JS.API.CONSUMER.INFO.REFERRALS.ow-ow-lanark",
+        "$JS.API.CONSUMER.MSG.NEXT.REFERRALS.ow-ow-lanark",
+        "$JS.ACK.REFERRALS.ow-ow-lanark.>",
+    )
+    assert user.subscribe == ("referral.status.ow-lanark", "_INBOX_ow-lanark.>")
+
+
+def test_every_party_subject_ends_in_the_partys_own_token() -> None:
+    for user in default_users(ow_systems=["ow-lanark", "ow-ottawa"], provider_ids=[CCA, "x-1"]):
+        if user.role not in ("ow", "provider"):
+            continue
+        token = user.provider_id or user.name  # a provider's id, an OW system's name
+        durable = provider_durable(token) if user.role == "provider" else ow_durable(token)
+        for subject in (*(user.publish or ()), *(user.subscribe or ())):
+            if subject.startswith("referral."):
+                assert subject.rsplit(".", 1)[1] == token, (user.name, subject)
+            elif subject.startswith("$JS."):
+                assert f".REFERRALS.{durable}" in subject, (user.name, subject)
+            else:
+                assert subject == f"_INBOX_{user.name}.>", (user.name, subject)
 
 
 def test_router_and_operator() -> None:
@@ -108,6 +135,9 @@ def test_the_server_configuration_holds_each_users_permissions() -> None:
     assert config.startswith("accounts {\n  EO {\n    jetstream: enabled\n")
     assert '        user: "ow-lanark"\n        password: "pw-ow-lanark"\n' in config
     assert f'            "$JS.ACK.REFERRALS.provider-{CCA}.>",\n' in config
+    assert '            "referral.status.ow-lanark",\n' in config
+    assert '            "$JS.ACK.REFERRALS.ow-ow-lanark.>",\n' in config
+    assert '"referral.status",' not in config  # v1's shared subjects are gone
     template = accounts_config(users, None)
     assert f"password: $NATS_PASSWORD_PROVIDER_{CCA.upper().replace('-', '_')}\n" in template
     assert "pw-" not in template
@@ -216,11 +246,22 @@ def test_the_settings_read_nats_credentials_dir() -> None:
     assert settings.nats_credentials_dir == Path("/etc/eo/nats")
 
 
-def test_a_providers_consumer_reads_its_own_offers() -> None:
+def test_each_partys_consumer_is_the_one_its_user_may_read() -> None:
     config = provider_consumer_config(CCA)
-
     assert config.durable_name == config.name == f"provider-{CCA}"
-    assert config.filter_subject == f"referral.offered.{CCA}"
+    assert config.filter_subjects == [f"referral.offered.{CCA}", f"referral.notice.{CCA}"]
+    assert set(config.filter_subjects) <= set(provider_user(CCA).subscribe or ())
+    assert f"$JS.API.CONSUMER.MSG.NEXT.REFERRALS.{config.name}" in (
+        provider_user(CCA).publish or ()
+    )
+
+    config = ow_consumer_config("ow-lanark")
+    assert config.durable_name == config.name == "ow-ow-lanark"
+    assert config.filter_subjects == ["referral.status.ow-lanark"]
+    assert set(config.filter_subjects) <= set(ow_user("ow-lanark").subscribe or ())
+    assert f"$JS.API.CONSUMER.MSG.NEXT.REFERRALS.{config.name}" in (
+        ow_user("ow-lanark").publish or ()
+    )
 
 
 def test_a_cluster_url_lists_its_nodes_and_the_login_holds_for_each() -> None:

@@ -22,9 +22,9 @@ VALID = encode(REQUEST)
 
 
 def test_parse_accepts_each_message_on_its_subject() -> None:
-    assert parse("referral.requested", VALID) == (REQUEST, None)
+    assert parse("referral.requested.ow-test", VALID) == (REQUEST, "ow-test")
     message = cancel(REQUEST.referral_id)
-    assert parse("referral.cancel", encode(message)) == (message, None)
+    assert parse("referral.cancel.ow-test", encode(message)) == (message, "ow-test")
     response = msgspec.json.encode(
         {
             "type": "referral.response.v1",
@@ -42,15 +42,21 @@ def test_parse_accepts_each_message_on_its_subject() -> None:
 @pytest.mark.parametrize(
     ("subject", "payload", "error"),
     [
-        ("referral.requested", b"{not json", "not a JSON message"),
-        ("referral.requested", b'{"type": "referral.unknown.v9"}', "Invalid value"),
-        ("referral.requested", VALID.replace(b'"needs":', b'"wants":'), "`needs`"),
-        ("referral.requested", VALID.replace(b'"resume_writing"', b'"juggling"'), "needs[0]"),
-        ("referral.requested", encode(cancel(uuid.uuid4())), "does not belong on"),
-        ("referral.cancel", VALID, "does not belong on"),
-        ("referral.requested", VALID.replace(b'"Almonte"', b'"Alm\\u0000onte"'), "NUL"),
+        ("referral.requested.ow-test", b"{not json", "not a JSON message"),
+        ("referral.requested.ow-test", b'{"type": "referral.unknown.v9"}', "Invalid value"),
+        ("referral.requested.ow-test", VALID.replace(b'"needs":', b'"wants":'), "`needs`"),
+        (
+            "referral.requested.ow-test",
+            VALID.replace(b'"resume_writing"', b'"juggling"'),
+            "needs[0]",
+        ),
+        ("referral.requested.ow-test", encode(cancel(uuid.uuid4())), "does not belong on"),
+        ("referral.cancel.ow-test", VALID, "does not belong on"),
+        ("referral.requested", VALID, "not an inbound subject"),
+        ("referral.progress.ow-test", VALID, "does not belong on"),
+        ("referral.requested.ow-test", VALID.replace(b'"Almonte"', b'"Alm\\u0000onte"'), "NUL"),
         ("referral.response.Bad_Id", VALID, "not a provider id"),
-        ("referral.response", VALID, "does not belong on"),
+        ("referral.response", VALID, "not an inbound subject"),
     ],
 )
 def test_parse_names_what_is_wrong(subject: str, payload: bytes, error: str) -> None:
@@ -64,7 +70,7 @@ def test_out_of_range_values_are_invalid() -> None:
         b'"lat":45.0', b'"lat":91.0'
     )
     with pytest.raises(InvalidMessage, match=r"client\.location\.lat"):
-        parse("referral.requested", far_north)
+        parse("referral.requested.ow-test", far_north)
 
 
 def test_stream_and_consumer_follow_the_design() -> None:
@@ -77,9 +83,10 @@ def test_stream_and_consumer_follow_the_design() -> None:
     consumer = consumer_config(settings)
     assert consumer.durable_name == "router"
     assert consumer.filter_subjects == [
-        "referral.requested",
+        "referral.requested.*",
+        "referral.cancel.*",
         "referral.response.*",
-        "referral.cancel",
+        "referral.progress.*",
     ]
     assert consumer.ack_policy is not None
     assert consumer.ack_policy.value == "explicit"
@@ -162,6 +169,6 @@ def test_describe_says_where_and_why() -> None:
 
 def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
     text = VALID.replace(b'"Almonte"', b'"Alm\\\\u0000onte"')  # the text is Alm\u0000onte
-    event, _ = parse("referral.requested", text)
+    event, _ = parse("referral.requested.ow-test", text)
     assert isinstance(event, ReferralRequested)
     assert event.client.location.community == "Alm\\u0000onte"

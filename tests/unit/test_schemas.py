@@ -4,6 +4,8 @@ import importlib
 import inspect
 import json
 import pkgutil
+import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,11 @@ def test_each_schema_file_is_standalone(name: str) -> None:
         assert isinstance(_resolve(doc, ref), dict), ref
 
 
+def test_every_v1_1_type_has_its_schema_file() -> None:
+    for name in ("ReferralProgress", "ProviderNotice", "ProgressTerm"):
+        assert f"{name}.json" in GENERATED
+
+
 def test_the_message_base_gets_no_schema_of_its_own() -> None:
     assert f"{Message.__name__}.json" not in GENERATED
 
@@ -80,16 +87,63 @@ def test_the_message_base_gets_no_schema_of_its_own() -> None:
 ASYNCAPI = export.asyncapi_document()
 
 
-def test_asyncapi_channels_are_the_subjects() -> None:
+def _with_parameter(subject_of: Callable[[str], str], parameter: str) -> str:
+    return subject_of("party-id").replace("party-id", f"{{{parameter}}}")
+
+
+def test_asyncapi_is_contract_v1_1() -> None:
+    assert ASYNCAPI["info"]["version"] == "1.1.0"
+
+
+def test_asyncapi_channels_are_the_per_party_subjects() -> None:
     addresses = {channel["address"] for channel in ASYNCAPI["channels"].values()}
 
     assert addresses == {
-        subjects.REQUESTED,
-        subjects.CANCEL,
-        subjects.STATUS,
+        _with_parameter(subjects.requested_subject, "system"),
+        _with_parameter(subjects.cancel_subject, "system"),
+        _with_parameter(subjects.status_subject, "system"),
+        _with_parameter(subjects.offered_subject, "provider_id"),
+        _with_parameter(subjects.notice_subject, "provider_id"),
+        _with_parameter(subjects.response_subject, "provider_id"),
+        _with_parameter(subjects.progress_subject, "provider_id"),
         subjects.DEAD,
-        subjects.offered_subject("provider-id").replace("provider-id", "{provider_id}"),
-        subjects.response_subject("provider-id").replace("provider-id", "{provider_id}"),
+    }
+
+
+def test_asyncapi_channels_declare_the_parameter_of_their_address() -> None:
+    for channel in ASYNCAPI["channels"].values():
+        named = set(re.findall(r"{(\w+)}", channel["address"]))
+        assert set(channel.get("parameters", {})) == named, channel["address"]
+        for parameter in named:
+            assert parameter in ASYNCAPI["components"]["parameters"]
+
+
+def test_asyncapi_router_receives_what_it_consumes() -> None:
+    channels = ASYNCAPI["channels"]
+    received = {
+        channels[operation["channel"]["$ref"].rsplit("/", 1)[1]]["address"]
+        for operation in ASYNCAPI["operations"].values()
+        if operation["action"] == "receive"
+    }
+
+    assert {
+        address.replace("{system}", "*").replace("{provider_id}", "*") for address in received
+    } == set(subjects.ROUTER_FILTER_SUBJECTS)
+
+
+def test_asyncapi_lists_every_partys_consumer() -> None:
+    jetstream = ASYNCAPI["x-nats-jetstream"]
+
+    assert jetstream["stream"] == subjects.STREAM
+    assert jetstream["consumers"] == {
+        subjects.ROUTER_DURABLE: {"filter_subjects": list(subjects.ROUTER_FILTER_SUBJECTS)},
+        "provider-{provider_id}": {
+            "filter_subjects": [
+                _with_parameter(subjects.offered_subject, "provider_id"),
+                _with_parameter(subjects.notice_subject, "provider_id"),
+            ]
+        },
+        "ow-{system}": {"filter_subjects": [_with_parameter(subjects.status_subject, "system")]},
     }
 
 
@@ -107,6 +161,7 @@ def test_asyncapi_names_every_message_by_its_tag() -> None:
     sent = {cls.__name__: cls for cls in structs if issubclass(cls, Message)}
 
     assert set(messages) == set(sent)
+    assert {"ReferralProgress", "ProviderNotice"} <= set(sent)
     for name, message in messages.items():
         assert message["name"] == sent[name].__struct_config__.tag
         assert message["payload"] == {"$ref": f"{name}.json"}

@@ -40,8 +40,8 @@ def _allow(direction: str, subjects: Sequence[str]) -> list[str]:
 _SUMMARY: dict[Role, str] = {
     "router": "every referral subject, the JetStream API (stream, consumers), acks",
     "operator": "operations and tests: everything in the account",
-    "ow": "an OW system: sends requests and cancellations, reads status events",
-    "provider": "a provider: its own offers, its own responses, its own consumer only",
+    "ow": "an OW system: its own requests, cancellations, status events and consumer only",
+    "provider": "a provider: its own offers, notices, responses, progress and consumer only",
 }
 
 

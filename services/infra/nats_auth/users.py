@@ -5,11 +5,16 @@ One account, ``EO``, with JetStream, and these users:
 - ``router``: publish ``referral.>``, ``$JS.API.>`` (the stream and its consumers) and
   ``$JS.ACK.>``; subscribe ``referral.>`` and ``_INBOX.>``;
 - ``operator``: everything in the account (tests, ``eo referral watch``, operations);
-- one per OW system (``ow-lanark``): publish ``referral.requested`` and ``referral.cancel``;
-  subscribe ``referral.status``;
-- one per provider (``provider-<id>``): subscribe ``referral.offered.<id>``; publish
-  ``referral.response.<id>``; of JetStream only its own consumer ``provider-<id>`` (consumer
-  info, fetch, ack); no stream or consumer management, no other consumer.
+- one per OW system (``ow-lanark``): publish ``referral.requested.<system>`` and
+  ``referral.cancel.<system>``; subscribe ``referral.status.<system>``; of JetStream only its
+  own consumer ``ow-<system>`` (consumer info, fetch, ack);
+- one per provider (``provider-<id>``): subscribe ``referral.offered.<id>`` and
+  ``referral.notice.<id>``; publish ``referral.response.<id>`` and ``referral.progress.<id>``;
+  of JetStream only its own consumer ``provider-<id>`` (consumer info, fetch, ack).
+
+Neither an OW system nor a provider may manage a stream or a consumer, read another consumer
+or read the stream directly: the router creates their consumers (DESIGN.md section 7), and
+every subject they may use ends in their own token.
 
 Every user but ``router`` and ``operator`` has its own inbox prefix, ``_INBOX_<user>`` (nats-py's
 ``inbox_prefix``), and may subscribe only there: JetStream's replies (publish acks, fetched
@@ -26,14 +31,17 @@ from typing import Literal
 import msgspec
 
 from contracts.subjects import (
-    CANCEL,
-    REQUESTED,
-    STATUS,
     STREAM,
     STREAM_SUBJECTS,
+    cancel_subject,
+    notice_subject,
     offered_subject,
+    ow_durable,
+    progress_subject,
     provider_durable,
+    requested_subject,
     response_subject,
+    status_subject,
 )
 
 #: The account every user of the referral flow belongs to (JetStream enabled).
@@ -96,16 +104,31 @@ def operator_user() -> NatsUser:
     return NatsUser(name=OPERATOR_USER, role="operator")
 
 
+def _own_consumer(durable: str) -> tuple[str, ...]:
+    """What a party may publish to use its own consumer ``durable`` and no other: its info,
+    a fetch, and the acks of what it fetched."""
+    return (
+        f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
+        f"$JS.ACK.{STREAM}.{durable}.>",
+    )
+
+
 def ow_user(system: str) -> NatsUser:
-    """An OW system: sends requests and cancellations, reads status events."""
+    """An OW system: its own requests and cancellations, its own status events (core and its
+    consumer ``ow-<system>``), nothing else."""
     name = _check_name(system)
     if name in _RESERVED or name.startswith(PROVIDER_USER_PREFIX):
         raise ValueError(f"{name!r} cannot name an OW system (reserved for another user)")
     return NatsUser(
         name=name,
         role="ow",
-        publish=(REQUESTED, CANCEL),
-        subscribe=(STATUS, f"{inbox_prefix(name)}.>"),
+        publish=(
+            requested_subject(system),
+            cancel_subject(system),
+            *_own_consumer(ow_durable(system)),
+        ),
+        subscribe=(status_subject(system), f"{inbox_prefix(name)}.>"),
     )
 
 
@@ -114,20 +137,23 @@ def provider_user_name(provider_id: str) -> str:
 
 
 def provider_user(provider_id: str) -> NatsUser:
-    """A provider: its own offers (core and its consumer), its own responses, nothing else."""
+    """A provider: its own offers and notices (core and its consumer), its own responses and
+    progress reports, nothing else."""
     name = provider_user_name(provider_id)
-    durable = provider_durable(provider_id)
     return NatsUser(
         name=name,
         role="provider",
         provider_id=provider_id,
         publish=(
             response_subject(provider_id),
-            f"$JS.API.CONSUMER.INFO.{STREAM}.{durable}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.{durable}",
-            f"$JS.ACK.{STREAM}.{durable}.>",
+            progress_subject(provider_id),
+            *_own_consumer(provider_durable(provider_id)),
         ),
-        subscribe=(offered_subject(provider_id), f"{inbox_prefix(name)}.>"),
+        subscribe=(
+            offered_subject(provider_id),
+            notice_subject(provider_id),
+            f"{inbox_prefix(name)}.>",
+        ),
     )
 
 
