@@ -1,9 +1,10 @@
 """``eo``: the project's command line (run everything, migrate, seed, resolve a place).
 
-It is the composition root of the commands: the seed's providers get NATS users here, and the
-command groups that live with what they act on are added to its parser (``eo referral``:
-services/router/cli.py; ``eo token``: services/directory/tokens_cli.py; ``eo hsds``:
-services/directory/hsds/cli.py).
+It is the composition root of the commands: the embedded NATS gets users for the seed's
+providers here, and for the directory's later ones while ``eo run`` runs
+(services/nats_users.py); the command groups that live with what they act on are added to its
+parser (``eo referral``: services/router/cli.py; ``eo token``: services/directory/tokens_cli.py;
+``eo hsds``: services/directory/hsds/cli.py).
 """
 
 import argparse
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -28,6 +29,7 @@ from services.directory.hsds.cli import add_hsds_commands
 from services.directory.schema import MIGRATIONS as DIRECTORY_MIGRATIONS
 from services.directory.seed import load_seed, seed_provider_ids
 from services.directory.settings import DirectorySettings
+from services.directory.store import DirectoryStore
 from services.directory.tokens_cli import add_token_commands
 from services.geo import UnresolvableLocation, default_gazetteer
 from services.infra.embedded import Servers, ServerStartError, database_only, running_servers
@@ -36,12 +38,14 @@ from services.infra.migrations import apply_migrations
 from services.infra.nats_auth import (
     DEPLOY_OW_SYSTEMS,
     accounts_template,
+    all_ow_systems,
     default_users,
     strip_login,
     write_accounts,
 )
 from services.infra.serving import Served, serve_all
 from services.infra.settings import InfraSettings
+from services.nats_users import keep_provider_users
 from services.router.app import (
     MIGRATIONS as ROUTER_MIGRATIONS,
     DirectorySchemaMissing,
@@ -63,6 +67,10 @@ configuration (environment variables):
   EO_STATE_DIR             where embedded servers keep their data (default .state)
   EO_PG_PORT, EO_NATS_PORT loopback ports of the embedded servers (default 55432, 44222)
   EO_LOG_LEVEL             debug, info (default), warning, error
+  EO_OW_SYSTEMS            more OW systems that get a NATS user (comma-separated), besides
+                           ow-lanark, eo-cli and eo-demo; with eo nats-config: besides ow-lanark
+  EO_NATS_USER_SYNC_S      how often the embedded NATS gives the directory's new providers
+                           their users (default 2 s)
   DIRECTORY_HOST, DIRECTORY_PORT   where the directory listens (default 127.0.0.1:8000)
   DIRECTORY_ADMIN_TOKEN    bearer token for writes (default: generated into EO_STATE_DIR)
   DIRECTORY_GEOCODER       offline (default, bundled gazetteer) or nominatim (needs network)
@@ -151,6 +159,15 @@ async def _demo(directory: DirectorySettings, router: RouterSettings, servers: S
         log.exception("demo.failed", error=repr(exc))
 
 
+def _nats_user_sync(servers: Servers, infra: InfraSettings) -> list[Coroutine[None, None, None]]:
+    """The loop giving the directory's new providers users on the embedded NATS, when this
+    process started it; none with NATS_URL (the operator's: eo nats-config --from-database)."""
+    if servers.embedded_nats is None:
+        return []
+    every_s = infra.nats_user_sync_s
+    return [keep_provider_users(servers.embedded_nats, servers.database_url, every_s=every_s)]
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     infra = InfraSettings.from_env()
     with running_servers(infra, provider_ids=seed_provider_ids()) as servers:
@@ -172,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             Served("router", create_router_app(router), router.host, router.port),
         ]
         demo = [] if args.no_demo else [_demo(directory, router, servers)]
-        started = uvloop.run(serve_all(apps, also=demo))
+        started = uvloop.run(serve_all(apps, also=[*_nats_user_sync(servers, infra), *demo]))
     return 0 if started else 1
 
 
@@ -198,13 +215,14 @@ async def _check_directory_schema(database_url: str) -> None:
 
 
 def cmd_router(_: argparse.Namespace) -> int:
-    with running_servers(InfraSettings.from_env(), provider_ids=seed_provider_ids()) as servers:
+    infra = InfraSettings.from_env()
+    with running_servers(infra, provider_ids=seed_provider_ids()) as servers:
         router = RouterSettings.from_env(servers.database_url, servers.nats_url)
         where = strip_login(router.nats_url)
         asyncio.run(_check_directory_schema(router.database_url))
         print(f"router: http://{router.host}:{router.port}  NATS {where}", flush=True)
         apps = [Served("router", create_router_app(router), router.host, router.port)]
-        started = uvloop.run(serve_all(apps))
+        started = uvloop.run(serve_all(apps, also=_nats_user_sync(servers, infra)))
     return 0 if started else 1
 
 
@@ -245,13 +263,34 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _directory_provider_ids(database_url: str) -> list[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await DirectoryStore(conn).provider_ids()
+    finally:
+        await conn.close()
+
+
+def _nats_config_providers(args: argparse.Namespace, infra: InfraSettings) -> list[str]:
+    """--provider, and with --from-database every provider of the directory; else the seed's."""
+    if not args.from_database:
+        return list(args.provider or seed_provider_ids())
+    with database_only(infra) as database_url:
+        in_directory = asyncio.run(_directory_provider_ids(database_url))
+    return list(dict.fromkeys([*(args.provider or ()), *in_directory]))
+
+
 def cmd_nats_config(args: argparse.Namespace) -> int:
     """The NATS users of a deployment: a template, or accounts.conf with generated passwords."""
+    infra = InfraSettings.from_env()
     try:
-        users = default_users(
-            ow_systems=args.ow_system or DEPLOY_OW_SYSTEMS,
-            provider_ids=args.provider or seed_provider_ids(),
-        )
+        provider_ids = _nats_config_providers(args, infra)
+    except asyncpg.UndefinedTableError:
+        print("eo: the database has no directory yet (eo migrate)", file=sys.stderr)
+        return 1
+    systems = args.ow_system or all_ow_systems(infra.ow_systems, builtin=DEPLOY_OW_SYSTEMS)
+    try:
+        users = default_users(ow_systems=systems, provider_ids=provider_ids)
     except ValueError as exc:
         print(f"eo: {exc}", file=sys.stderr)
         return 2
@@ -332,11 +371,16 @@ def parser() -> argparse.ArgumentParser:
     nats_config.add_argument("--out", type=Path, metavar="DIR")
     nats_config.add_argument(
         "--ow-system", action="append", metavar="NAME", help="an OW system (repeatable; "
-        "default ow-lanark)",
+        "default ow-lanark and those of EO_OW_SYSTEMS)",
     )  # fmt: skip
     nats_config.add_argument(
         "--provider", action="append", metavar="PROVIDER_ID",
         help="a provider (repeatable; default the seed's providers)",
+    )  # fmt: skip
+    nats_config.add_argument(
+        "--from-database", action="store_true",
+        help="a user for every provider in the directory of DATABASE_URL (or the embedded "
+        "PostgreSQL), besides --provider; regenerate accounts.conf after providers are added",
     )  # fmt: skip
     nats_config.set_defaults(handler=cmd_nats_config)
 

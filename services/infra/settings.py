@@ -7,6 +7,7 @@ the setting; the command line reports it as a configuration error.
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
@@ -30,6 +31,13 @@ class InfraSettings(msgspec.Struct, frozen=True, kw_only=True):
     pg_port: int = DEFAULT_PG_PORT
     nats_port: int = DEFAULT_NATS_PORT
     log_level: str = "info"
+    #: OW systems that get a NATS user besides the built-in ones (nats_auth's
+    #: DEFAULT_OW_SYSTEMS): EO_OW_SYSTEMS, comma-separated. The directory keeps no registry of
+    #: OW systems, so this configuration is the list.
+    ow_systems: tuple[str, ...] = ()
+    #: Seconds between two looks for the directory's new providers, which then get a user on
+    #: the embedded NATS (``eo run``, ``eo router``).
+    nats_user_sync_s: Annotated[float, msgspec.Meta(gt=0)] = 2.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "InfraSettings":
@@ -42,8 +50,12 @@ class InfraSettings(msgspec.Struct, frozen=True, kw_only=True):
             "pg_port": "EO_PG_PORT",
             "nats_port": "EO_NATS_PORT",
             "log_level": "EO_LOG_LEVEL",
+            "ow_systems": "EO_OW_SYSTEMS",
+            "nats_user_sync_s": "EO_NATS_USER_SYNC_S",
         }
-        raw = {key: env[name] for key, name in names.items() if env.get(name)}
+        raw: dict[str, object] = {key: env[name] for key, name in names.items() if env.get(name)}
+        if isinstance(systems := raw.get("ow_systems"), str):
+            raw["ow_systems"] = [part.strip() for part in systems.split(",") if part.strip()]
         # strict=False turns the environment's strings into ints and bools.
         try:
             return msgspec.convert(raw, cls, strict=False, dec_hook=_to_path)

@@ -276,7 +276,7 @@ def _step(
     reason: str | None = None,
     explanation: Explanation | None = None,
     message_id: uuid.UUID | None = None,
-    code: str | None = None,
+    code: ProgressCode | None = None,
 ) -> Transition:
     """The transition ``event`` makes (the caller checked that it applies), at the site of
     offer ``at`` when there is one; ``attempt`` is the referral's unless a new offer says."""

@@ -10,7 +10,6 @@ from contracts.codec import derive_message_id
 from contracts.referrals import (
     DeadLetter,
     NoticeKind,
-    ProgressCode,
     ProviderNotice,
     ReferralOffered,
     ReferralStatusChanged,
@@ -57,13 +56,8 @@ def status_changed(
         # The history keeps the full text; the dead letter of a rejected request does too.
         reason=status_reason(entry.reason),
         explanation=entry.explanation,
-        code=_code(entry.code),
+        code=entry.code,
     )
-
-
-def _code(code: str | None) -> ProgressCode | None:
-    # Only codes a decoded ReferralProgress carried reach a transition.
-    return code  # type: ignore[return-value]
 
 
 def notice(

@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Literal
 
-from contracts.referrals import Explanation, ReferralRequested, ReferralStatus
+from contracts.referrals import Explanation, ProgressCode, ReferralRequested, ReferralStatus
 
 #: How an offer ends: the provider accepted or declined it, its deadline passed, or OW
 #: cancelled the referral while it was open.
@@ -72,7 +72,7 @@ class Transition:
     explanation: Explanation | None = None
     message_id: uuid.UUID | None = None
     #: The outcome or reason code of a progress report.
-    code: str | None = None
+    code: ProgressCode | None = None
 
 
 @dataclass(frozen=True)

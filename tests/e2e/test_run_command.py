@@ -1,9 +1,11 @@
 """`eo run` (what `make run` starts) as a user sees it: up, seeded, telling the demo's story of
 contract v1.1 (accepted then in service then completed, not started, re-routed, withdrawn,
 unmatched; the places in use before and after), answering the `eo referral` commands through a
-referral's whole life, and stopped by Ctrl-C.
+referral's whole life, giving a provider added through the API its NATS login, and stopped by
+Ctrl-C.
 """
 
+import asyncio
 import json
 import os
 import shutil
@@ -18,7 +20,9 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+import nats.errors
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from services.infra.embedded import free_port
 from tests.waits import until_sync
@@ -76,6 +80,36 @@ class Printed:
         return self.text()
 
 
+def logs_in(port: int, login_file: Path) -> bool:
+    """The login in ``login_file`` (``<user>.json``) connects to the NATS on ``port``."""
+    if not login_file.exists():
+        return False
+    login = json.loads(login_file.read_text())
+
+    async def quiet(_: Exception) -> None:
+        pass
+
+    async def attempt() -> bool:
+        nc = NatsClient()
+        try:
+            await nc.connect(
+                f"nats://127.0.0.1:{port}",
+                user=login["user"],
+                password=login["password"],
+                inbox_prefix=login["inbox_prefix"],
+                allow_reconnect=False,
+                connect_timeout=1,
+                error_cb=quiet,
+            )
+        except nats.errors.Error:
+            return False
+        finally:
+            await nc.close()
+        return True
+
+    return asyncio.run(attempt())
+
+
 def demo_summary(printed: Printed) -> str | None:
     """The demo's paths of its sample referrals, once it has printed them (all are final)."""
     text = printed.text()
@@ -122,6 +156,22 @@ def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
         first = response.json()["results"][0]
         assert first["provider"]["name"] == "Canadian Career Academy"
         assert (state / "admin-token").stat().st_mode & 0o077 == 0
+
+        # A provider added through the API gets its NATS login within a few seconds.
+        token = (state / "admin-token").read_text().strip()
+        added = httpx.post(
+            f"{base}/api/v1/providers",
+            json={"id": "lanark-jobs", "name": "Lanark Jobs"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert added.status_code == 201, added.text
+        login = state / "credentials" / "provider-lanark-jobs.json"
+        until_sync(
+            lambda: logs_in(ports["EO_NATS_PORT"], login),
+            within=30,
+            every=0.2,
+            what="the new provider's NATS login to connect",
+        )
 
         client_env = env | {
             "NATS_URL": f"nats://127.0.0.1:{ports['EO_NATS_PORT']}",

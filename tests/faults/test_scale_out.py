@@ -16,11 +16,11 @@ import nats
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from contracts.referrals import TERMINAL_STATUSES
 from contracts.subjects import STREAM
 from services.infra.nats_auth import OPERATOR_USER
 from tests.faults.cluster import NatsCluster
 from tests.faults.harness import (
+    ROUTED,
     ProviderSimulator,
     RouterProcess,
     audit,
@@ -55,7 +55,7 @@ async def terminal_count(database_url: str) -> int:
         return int(
             await conn.fetchval(
                 "SELECT count(*) FROM router.referral WHERE status = ANY($1::text[])",
-                list(TERMINAL_STATUSES),
+                list(ROUTED),
             )
         )
     finally:

@@ -1,5 +1,6 @@
-"""The embedded nats-server runs with the users and permissions of nats_auth, and so does the
-deploy configuration (deploy/nats/), against real nats-server processes on loopback.
+"""The embedded nats-server runs with the users and permissions of nats_auth, takes new users
+while it runs, and so does the deploy configuration (deploy/nats/), against real nats-server
+processes on loopback.
 """
 
 import asyncio
@@ -20,21 +21,27 @@ import nats
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
+from structlog.testing import capture_logs
 
+from contracts.subjects import offered_subject, response_subject
 from services.directory.seed import seed_provider_ids
-from services.infra.embedded import EmbeddedNats, free_port
+from services.infra.embedded import EmbeddedNats, NatsReloadError, free_port, running_servers
 from services.infra.nats_auth import (
     DEPLOY_OW_SYSTEMS,
     OPERATOR_USER,
     ROUTER_USER,
+    MissingCredentials,
     NatsLogin,
     default_users,
     load_login,
     login_options,
     password_variable,
+    provider_user,
     with_login,
     write_accounts,
 )
+from services.infra.settings import InfraSettings
+from services.nats_users import keep_provider_users
 
 pytestmark = pytest.mark.integration
 
@@ -146,6 +153,93 @@ def test_embedded_nats_generates_private_logins_and_keeps_them(state: Path) -> N
         assert asyncio.run(stream_publish(operator, "referral.status.ow-lanark")) == 2
     finally:
         again.stop()
+
+
+async def test_a_running_server_takes_a_new_providers_user_and_keeps_the_others(
+    state: Path,
+) -> None:
+    """EmbeddedNats.add_users, as the sync of the directory's providers calls it: the new
+    provider's user logs in after a reload and may use its own subjects only; every user the
+    server had keeps its login, and connections stay up through the reload."""
+    new = "lanark-jobs"
+    # NATS only: with a DATABASE_URL given no PostgreSQL is started (none is used here).
+    settings = InfraSettings(
+        state_dir=state, nats_port=free_port(), database_url="postgresql://unused@127.0.0.1:1/x"
+    )
+    with running_servers(settings, provider_ids=[CCA], durable=False) as servers:
+        broker = servers.embedded_nats
+        assert broker is not None
+        credentials = state / "credentials"
+        before = {path.name: path.read_bytes() for path in credentials.iterdir()}
+        with pytest.raises(MissingCredentials):
+            servers.nats_connect_options(f"provider-{new}")
+
+        router = await nats.connect(servers.nats_url)
+        await router.jetstream().add_stream(name="REFERRALS", subjects=["referral.>"])
+        cca = await nats.connect(**servers.nats_connect_options(f"provider-{CCA}"))
+        cca_offers = await cca.subscribe(offered_subject(CCA))
+        try:
+            added = await broker.add_users([provider_user(CCA), provider_user(new)])
+            assert added == [provider_user(new)]
+            assert mode(credentials / f"provider-{new}.json") == 0o600
+            # The others' logins are the ones they had.
+            assert {p.name: p.read_bytes() for p in credentials.iterdir() if p.name in before} == (
+                before
+            )
+            # Idempotent: nothing new, no reload.
+            config = broker.config_file.read_bytes()
+            assert await broker.add_users([provider_user(CCA), provider_user(new)]) == []
+            assert broker.config_file.read_bytes() == config
+            assert broker.log_file.read_text().count("Reloaded server configuration") == 1
+
+            # The new provider: its offers, its responses (JetStream acks to its own inbox),
+            # and not another provider's subject.
+            as_new = servers.nats_connect_options(f"provider-{new}")
+            assert as_new["inbox_prefix"] == f"_INBOX_provider-{new}"
+            newcomer = await nats.connect(**as_new)
+            try:
+                offers = await newcomer.subscribe(offered_subject(new))
+                await newcomer.flush()
+                await router.jetstream().publish(offered_subject(new), b"{}")
+                assert (await offers.next_msg(timeout=5)).subject == offered_subject(new)
+            finally:
+                await newcomer.close()
+            assert await stream_publish(as_new, response_subject(new)) == 2
+            assert await refused_publish(as_new, response_subject(CCA))
+            assert await refused(**as_new | {"password": "wrong"})
+
+            # The users it had: connections still up, logins still good.
+            assert router.is_connected
+            assert cca.is_connected
+            await router.jetstream().publish(offered_subject(CCA), b"{}")
+            assert (await cca_offers.next_msg(timeout=5)).subject == offered_subject(CCA)
+            for user in (OPERATOR_USER, "ow-lanark", f"provider-{CCA}"):
+                nc = await nats.connect(**servers.nats_connect_options(user))
+                await nc.close()
+        finally:
+            await cca.close()
+            await router.close()
+    with pytest.raises(NatsReloadError, match="no nats-server running"):
+        await broker.add_users([provider_user("perth-works")])
+
+
+async def test_the_user_sync_logs_a_failure_and_tries_again(state: Path) -> None:
+    """keep_provider_users never stops on an error (here: no database): it logs and retries."""
+    broker = EmbeddedNats(state / "nats", port=free_port(), durable=False, users=[])
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/eo"
+    with capture_logs() as logs:
+        sync = asyncio.create_task(keep_provider_users(broker, nowhere, every_s=0.05))
+        for _ in range(200):
+            if sum(log["event"] == "nats.users_sync_failed" for log in logs) >= 3:
+                break
+            await asyncio.sleep(0.02)
+        assert not sync.done()
+        sync.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sync
+    failures = [log for log in logs if log["event"] == "nats.users_sync_failed"]
+    assert len(failures) >= 3, logs
+    assert failures[0]["log_level"] == "warning"
 
 
 def run_server(config: Path, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:

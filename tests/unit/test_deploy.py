@@ -44,6 +44,7 @@ def settings_variables() -> set[str]:
     """Every environment variable the code reads for its settings."""
     names = {"DATABASE_URL", "NATS_URL", "NATS_CREDENTIALS_DIR"}
     names |= {"EO_STATE_DIR", "EO_PG_PORT", "EO_NATS_PORT", "EO_LOG_LEVEL"}
+    names |= {"EO_OW_SYSTEMS", "EO_NATS_USER_SYNC_S"}
     names |= {f"DIRECTORY_{f.upper()}" for f in DirectorySettings.__struct_fields__}
     names |= {f"ROUTER_{f.upper()}" for f in RouterSettings.__struct_fields__}
     names -= {"DIRECTORY_DATABASE_URL", "ROUTER_DATABASE_URL", "ROUTER_NATS_URL"}

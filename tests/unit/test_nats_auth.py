@@ -4,10 +4,12 @@ import json
 import stat
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from contracts.subjects import ow_durable, provider_durable
 from services.directory.seed import seed_provider_ids
+from services.infra.embedded import ServerStartError, running_servers
 from services.infra.logs import redact_passwords
 from services.infra.nats_auth import (
     DEPLOY_OW_SYSTEMS,
@@ -15,6 +17,7 @@ from services.infra.nats_auth import (
     NatsLogin,
     accounts_config,
     accounts_template,
+    all_ow_systems,
     client_connect_options,
     default_users,
     ensure_credentials,
@@ -26,6 +29,7 @@ from services.infra.nats_auth import (
     redact,
     router_user,
     strip_login,
+    users_to_add,
     with_login,
 )
 from services.infra.settings import InfraSettings
@@ -244,6 +248,55 @@ def test_where_a_command_line_client_finds_its_login(tmp_path: Path) -> None:
 def test_the_settings_read_nats_credentials_dir() -> None:
     settings = InfraSettings.from_env({"NATS_CREDENTIALS_DIR": "/etc/eo/nats"})
     assert settings.nats_credentials_dir == Path("/etc/eo/nats")
+
+
+def test_users_to_add_are_the_wanted_ones_the_server_lacks() -> None:
+    current = default_users(provider_ids=[CCA])
+    wanted = [provider_user(p) for p in (CCA, "lanark-jobs", "perth-works", "lanark-jobs")]
+    added = users_to_add(current, wanted)
+    assert [user.name for user in added] == ["provider-lanark-jobs", "provider-perth-works"]
+    assert added[0] == provider_user("lanark-jobs")  # the permissions of any provider's user
+    # Nothing new: nothing to do (the sync is a no-op), whatever the order.
+    assert users_to_add([*current, *added], list(reversed(wanted))) == []
+    assert users_to_add(current, []) == []
+    # An OW system the server has is not added again either.
+    assert users_to_add(current, [ow_user("ow-lanark"), ow_user("ow-ottawa")]) == [
+        ow_user("ow-ottawa")
+    ]
+
+
+def test_more_ow_systems_come_from_the_settings() -> None:
+    settings = InfraSettings.from_env({"EO_OW_SYSTEMS": " ow-ottawa, ow-lanark,,ow-kingston "})
+    assert settings.ow_systems == ("ow-ottawa", "ow-lanark", "ow-kingston")
+    assert all_ow_systems(settings.ow_systems) == [
+        "ow-lanark", "eo-cli", "eo-demo", "ow-ottawa", "ow-kingston",
+    ]  # fmt: skip
+    assert all_ow_systems(settings.ow_systems, builtin=DEPLOY_OW_SYSTEMS) == [
+        "ow-lanark", "ow-ottawa", "ow-kingston",
+    ]  # fmt: skip
+    assert InfraSettings.from_env({}).ow_systems == ()
+    assert all_ow_systems(()) == ["ow-lanark", "eo-cli", "eo-demo"]
+
+
+def test_an_ow_system_of_the_settings_that_cannot_be_a_user_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    settings = InfraSettings(
+        state_dir=tmp_path, database_url="postgresql://unused", ow_systems=("router",)
+    )
+    with (
+        pytest.raises(ServerStartError, match=r"'router' cannot name an OW system.*EO_OW_SYSTEMS"),
+        running_servers(settings, provider_ids=[]),
+    ):
+        pass  # nothing is started: the users are refused first
+
+
+def test_the_user_sync_interval_is_a_positive_number_of_seconds() -> None:
+    assert InfraSettings.from_env({}).nats_user_sync_s == 2.0
+    assert InfraSettings.from_env({"EO_NATS_USER_SYNC_S": "0.5"}).nats_user_sync_s == 0.5
+    for bad in ("0", "-1", "soon"):
+        with pytest.raises(msgspec.ValidationError, match="EO_NATS_USER_SYNC_S"):
+            InfraSettings.from_env({"EO_NATS_USER_SYNC_S": bad})
 
 
 def test_each_partys_consumer_is_the_one_its_user_may_read() -> None:

@@ -38,6 +38,7 @@ from services.infra.nats_auth.users import (
     OPERATOR_USER,
     ROUTER_USER,
     NatsUser,
+    all_ow_systems,
     default_users,
     inbox_prefix,
     operator_user,
@@ -45,6 +46,7 @@ from services.infra.nats_auth.users import (
     provider_user,
     provider_user_name,
     router_user,
+    users_to_add,
 )
 
 __all__ = [
@@ -59,6 +61,7 @@ __all__ = [
     "NatsUser",
     "accounts_config",
     "accounts_template",
+    "all_ow_systems",
     "client_connect_options",
     "default_users",
     "ensure_credentials",
@@ -77,6 +80,7 @@ __all__ = [
     "split_urls",
     "strip_login",
     "url_login",
+    "users_to_add",
     "with_login",
     "write_accounts",
 ]

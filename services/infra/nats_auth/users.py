@@ -21,11 +21,12 @@ Every user but ``router`` and ``operator`` has its own inbox prefix, ``_INBOX_<u
 messages) reach their requester, and no one can read another user's replies.
 
 Which providers get a user is the caller's input (``default_users(provider_ids=...)``): the
-directory owns the providers, and its seed names those of the embedded default.
+directory owns the providers, and its seed names those of the embedded default. A running
+server is given more with ``users_to_add`` (here) and ``EmbeddedNats.add_users``.
 """
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
 import msgspec
@@ -157,6 +158,11 @@ def provider_user(provider_id: str) -> NatsUser:
     )
 
 
+def all_ow_systems(more: Iterable[str], builtin: Sequence[str] = DEFAULT_OW_SYSTEMS) -> list[str]:
+    """The OW systems that get a user: ``builtin`` and ``more`` (EO_OW_SYSTEMS), each once."""
+    return list(dict.fromkeys([*builtin, *more]))
+
+
 def default_users(
     ow_systems: Sequence[str] = DEFAULT_OW_SYSTEMS, *, provider_ids: Sequence[str]
 ) -> list[NatsUser]:
@@ -171,3 +177,16 @@ def default_users(
     if duplicates := sorted({name for name in names if names.count(name) > 1}):
         raise ValueError(f"NATS user names given twice: {', '.join(duplicates)}")
     return users
+
+
+def users_to_add(current: Iterable[NatsUser], wanted: Iterable[NatsUser]) -> list[NatsUser]:
+    """The users of ``wanted`` that ``current`` (a server's users) has no user of that name
+    for, each once, in ``wanted``'s order: what a server must be given, and nothing when all
+    are there."""
+    known = {user.name for user in current}
+    new: list[NatsUser] = []
+    for user in wanted:
+        if user.name not in known:
+            known.add(user.name)
+            new.append(user)
+    return new
