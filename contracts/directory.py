@@ -67,7 +67,16 @@ Email = Annotated[
     str,
     msgspec.Meta(pattern=rf"^[^@{_BLANK}]+@[^@{_BLANK}]+\.[^@{_BLANK}]+$(?!\n)", max_length=200),
 ]
-Url = Annotated[str, msgspec.Meta(pattern=rf"^https?://[^{_BLANK}]+$(?!\n)", max_length=500)]
+# Square brackets only delimit an IPv6 host (RFC 3986); a provider's website has none, and a
+# URL with an unbalanced one is not a URL at all (urllib refuses it: "Invalid IPv6 URL").
+Url = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=rf"^https?://[^{_BLANK}\[\]]+$(?!\n)",
+        max_length=500,
+        description="An http(s) URL: no blanks, no square brackets.",
+    ),
+]
 Age = Annotated[int, msgspec.Meta(ge=0, le=130)]
 Capacity = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 

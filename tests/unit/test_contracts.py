@@ -614,3 +614,27 @@ Parts = tuple[uuid.UUID, tuple[str | int, ...]]
 )
 def test_derive_message_id_differs_by_part(a: Parts, b: Parts) -> None:
     assert derive_message_id(a[0], *a[1]) != derive_message_id(b[0], *b[1])
+
+
+@pytest.mark.parametrize(
+    ("website", "ok"),
+    [
+        ("https://www.canadiancareeracademy.ca/", True),
+        ("http://example.org/jobs?lang=fr#top", True),
+        ("http://[", False),  # urllib: "Invalid IPv6 URL"; a fuzzer's read crawler crashed on it
+        ("https://example.org/a[1]", False),
+        ("https://exa mple.org", False),
+        ("ftp://example.org", False),
+    ],
+)
+def test_a_website_is_an_http_url_urllib_can_split(website: str, ok: bool) -> None:
+    import urllib.parse
+
+    from contracts.directory import Url
+
+    if ok:
+        assert msgspec.convert(website, Url) == website
+        assert urllib.parse.urlsplit(website).scheme in ("http", "https")
+    else:
+        with pytest.raises(msgspec.ValidationError):
+            msgspec.convert(website, Url)
