@@ -72,28 +72,34 @@ configuration (environment variables):
   EO_NATS_USER_SYNC_S      how often the embedded NATS gives the directory's new providers
                            their users (default 2 s)
   DIRECTORY_HOST, DIRECTORY_PORT   where the directory listens (default 127.0.0.1:8000)
-  DIRECTORY_ADMIN_TOKEN    bearer token for writes (default: generated into EO_STATE_DIR)
+  DIRECTORY_ADMIN_TOKEN    bootstrap admin token of the directory API (default: generated
+                           into EO_STATE_DIR/admin-token; others: eo token)
   DIRECTORY_GEOCODER       offline (default, bundled gazetteer) or nominatim (needs network)
   ROUTER_HOST, ROUTER_PORT         where the router's HTTP API listens (default 127.0.0.1:8001)
+  ROUTER_ADMIN_TOKEN       bootstrap admin token of the router API (default: the directory's,
+                           EO_STATE_DIR/admin-token; others: eo token)
   ROUTER_OFFER_BUSINESS_DAYS  Ontario business days a provider has to answer an offer (2;
                            weekends and Ontario's public holidays do not count)
   ROUTER_OFFER_TIMEOUT_S   seconds instead of business days, when set (unset by default)
   ROUTER_SWEEP_INTERVAL_S  how often expired offers and unsent events are looked for (1)
   ROUTER_BATCH_SIZE        messages fetched from JetStream at once (100)
   ROUTER_CONCURRENCY       referrals handled at once, each on its own connection (8)
+  ROUTER_DB_COMMAND_TIMEOUT_S, ROUTER_MESSAGE_TIMEOUT_S   longest SQL statement (30) and
+                           longest handling of one message (60) before it is retried
   ROUTER_MAX_DELIVER       deliveries of one message before it is dead-lettered (200)
   ROUTER_BACKOFF_S         redelivery delays, comma-separated (2,5,10,30,60)
   ROUTER_DUPLICATE_WINDOW_S  JetStream de-duplication window of the stream (300)
   ROUTER_STREAM_REPLICAS   copies of the REFERRALS stream: 1 (default, one nats-server), 3 on a
                            3-node cluster (NATS_URL then lists the nodes, comma-separated)
   ROUTER_URL               the router `eo referral show/respond` asks (http://127.0.0.1:8001)
+  ROUTER_TOKEN             the token they send it (default: EO_STATE_DIR/admin-token, if there)
 """
 
 
-def admin_token(settings: DirectorySettings, state_dir: Path) -> str:
+def admin_token(configured: str | None, state_dir: Path) -> str:
     """The configured admin token, or one generated once and kept in the state folder."""
-    if settings.admin_token:
-        return settings.admin_token
+    if configured:
+        return configured
     path = state_dir / "admin-token"
     if not path.exists():
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -120,12 +126,14 @@ def banner(
   directory API   {base}/api/v1/sites/nearest?community=Almonte&service=resume_writing
   OpenAPI         {base}/schema   (health {base}/health, ready {base}/ready)
   router API      {routing}/api/v1/referrals/<referral_id>   (OpenAPI {routing}/schema)
+                  (both APIs: Authorization: Bearer <admin token>, or one of eo token issue)
   watch events    .venv/bin/eo referral watch      send one: .venv/bin/eo referral send --help
   PostgreSQL      {servers.database_url}
   NATS            {strip_login(servers.nats_url)}   (JetStream enabled)
   NATS users      router, operator, OW systems, one per provider; {users}
   embedded        {embedded}; state in {state_dir.resolve()}
-  admin token     {state_dir.resolve() / "admin-token"} (or DIRECTORY_ADMIN_TOKEN)
+  admin token     {state_dir.resolve() / "admin-token"} (or DIRECTORY_ADMIN_TOKEN,
+                  ROUTER_ADMIN_TOKEN)
 """
 
 
@@ -172,9 +180,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     infra = InfraSettings.from_env()
     with running_servers(infra, provider_ids=seed_provider_ids()) as servers:
         directory = DirectorySettings.from_env(servers.database_url)
-        token = admin_token(directory, infra.state_dir)
+        token = admin_token(directory.admin_token, infra.state_dir)
         directory = msgspec.structs.replace(directory, admin_token=token)
         router = RouterSettings.from_env(servers.database_url, servers.nats_url)
+        # One bootstrap admin for both APIs, unless ROUTER_ADMIN_TOKEN gives the router its own.
+        router = msgspec.structs.replace(router, admin_token=router.admin_token or token)
         # Both schemas before either service starts: the router refuses to start without the
         # directory's, and the two start at the same moment.
         migrating = [
@@ -198,7 +208,7 @@ def cmd_directory(_: argparse.Namespace) -> int:
     infra = InfraSettings.from_env()
     with database_only(infra) as database_url:
         directory = DirectorySettings.from_env(database_url)
-        token = admin_token(directory, infra.state_dir)
+        token = admin_token(directory.admin_token, infra.state_dir)
         directory = msgspec.structs.replace(directory, admin_token=token)
         print(f"directory: http://{directory.host}:{directory.port}", flush=True)
         apps = [Served("directory", create_app(directory), directory.host, directory.port)]
@@ -218,6 +228,9 @@ def cmd_router(_: argparse.Namespace) -> int:
     infra = InfraSettings.from_env()
     with running_servers(infra, provider_ids=seed_provider_ids()) as servers:
         router = RouterSettings.from_env(servers.database_url, servers.nats_url)
+        router = msgspec.structs.replace(
+            router, admin_token=admin_token(router.admin_token, infra.state_dir)
+        )
         where = strip_login(router.nats_url)
         asyncio.run(_check_directory_schema(router.database_url))
         print(f"router: http://{router.host}:{router.port}  NATS {where}", flush=True)

@@ -81,6 +81,16 @@ def router_url(env: Mapping[str, str] | None = None) -> str:
     return env.get("ROUTER_URL") or DEFAULT_ROUTER_URL
 
 
+def router_token(env: Mapping[str, str] | None = None) -> str | None:
+    """The token to send the router: ROUTER_TOKEN, else the admin token `eo run` keeps in the
+    state folder (EO_STATE_DIR/admin-token) when there is one, else none."""
+    env = os.environ if env is None else env
+    if token := env.get("ROUTER_TOKEN"):
+        return token.strip()
+    path = InfraSettings.from_env(env).state_dir / "admin-token"
+    return path.read_text().strip() if path.is_file() else None
+
+
 def directory_url(env: Mapping[str, str] | None = None) -> str:
     """DIRECTORY_URL, or where ``eo run`` serves the directory (DIRECTORY_HOST, DIRECTORY_PORT)."""
     env = os.environ if env is None else env
@@ -263,15 +273,30 @@ def describe(event: OutboundEvent, subject: str | None = None) -> str:
             return f"dead     {event.subject}{which}: {event.error}"
 
 
-def get_bytes(url: str, *, server: str = "the server", not_found: str | None = None) -> bytes:
-    """The body of a GET; ClientError says what failed (``not_found`` for a 404, if given)."""
+def get_bytes(
+    url: str,
+    *,
+    server: str = "the server",
+    not_found: str | None = None,
+    token: str | None = None,
+) -> bytes:
+    """The body of a GET (with ``token`` as its bearer token, if given); ClientError says what
+    failed (``not_found`` for a 404, if given)."""
+    headers = {} if token is None else {"Authorization": f"Bearer {token}"}
     try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=5
+        ) as reply:
             body: bytes = reply.read()
             return body
     except urllib.error.HTTPError as exc:
         if exc.code == 404 and not_found:
             raise ClientError(f"{not_found} ({url})") from exc
+        if exc.code == 401:
+            raise ClientError(
+                f"{server} wants a valid token ({url}): set ROUTER_TOKEN (eo token issue), or "
+                "run with the EO_STATE_DIR of `make run`, whose admin-token is used"
+            ) from exc
         raise ClientError(f"{url} answered {exc.code}: {exc.read().decode()[:300]}") from exc
     except (urllib.error.URLError, OSError) as exc:
         raise ClientError(
@@ -279,17 +304,21 @@ def get_bytes(url: str, *, server: str = "the server", not_found: str | None = N
         ) from exc
 
 
-def get_json(url: str, *, server: str = "the server", not_found: str | None = None) -> Any:
-    return json.loads(get_bytes(url, server=server, not_found=not_found))
+def get_json(
+    url: str, *, server: str = "the server", not_found: str | None = None, token: str | None = None
+) -> Any:
+    return json.loads(get_bytes(url, server=server, not_found=not_found, token=token))
 
 
-async def fetch_referral(base_url: str, referral_id: uuid.UUID) -> Any:
-    """The router's view of a referral (GET /api/v1/referrals/{id}) as JSON."""
+async def fetch_referral(base_url: str, referral_id: uuid.UUID, token: str | None) -> Any:
+    """The router's view of a referral (GET /api/v1/referrals/{id}) as JSON, as ``token``'s
+    holder sees it (see ``router_token``)."""
     return await asyncio.to_thread(
         functools.partial(
             get_json,
             f"{base_url}/api/v1/referrals/{referral_id}",
             server="the router (or set ROUTER_URL)",
-            not_found="the router does not know that referral",
+            not_found="the router does not know that referral, or not for this token",
+            token=token,
         )
     )

@@ -441,7 +441,10 @@ def summary(plan: list[Sample], router_url: str, before: Places | str, after: Pl
     lines.append("")
     lines.extend(show_places(before, after))
     lines.append("")
-    lines.append(f"  Full history: curl {router_url}/api/v1/referrals/<referral_id>")
+    lines.append("  Full history: eo referral show <referral_id>   (or, with the admin token:")
+    lines.append(
+        f"    curl -H 'Authorization: Bearer <admin token>' {router_url}/api/v1/referrals/<id>)"
+    )
     lines.append("  Send your own: eo referral send --community Perth --need job_search --wait")
     lines.append(
         "  then, as its provider: eo referral respond --provider community-employment-services "

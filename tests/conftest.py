@@ -5,6 +5,7 @@ a fresh database cloned from a migrated, seeded template (``fresh_database_url``
 test's writes cannot change another's ranking.
 """
 
+import contextlib
 import shutil
 import tempfile
 import uuid
@@ -17,11 +18,12 @@ import pytest
 from litestar.testing import AsyncTestClient
 from nats.aio.client import Client as NatsClient
 
+from services.access.principal import Role
+from services.access.tokens import TokenStore
 from services.directory.app import create_app
 from services.directory.schema import MIGRATIONS
 from services.directory.seed import load_seed, seed_provider_ids
 from services.directory.settings import DirectorySettings
-from services.directory.tokens import Role, TokenStore
 from services.infra.embedded import Servers, free_port, running_servers
 from services.infra.migrations import apply_migrations
 from services.infra.nats_auth import OPERATOR_USER
@@ -121,10 +123,14 @@ def bearer(token: str) -> dict[str, str]:
 def issue_token(fresh_database_url: str) -> Callable[..., Awaitable[str]]:
     """Issues a token in the test's database, as ``eo token issue`` does; returns its text."""
 
-    async def issue(role: Role, provider_id: str | None = None, name: str = "test") -> str:
+    async def issue(
+        role: Role, provider_id: str | None = None, name: str = "test", system: str | None = None
+    ) -> str:
         conn = await asyncpg.connect(fresh_database_url)
         try:
-            _, text = await TokenStore(conn).issue(role=role, name=name, provider_id=provider_id)
+            _, text = await TokenStore(conn).issue(
+                role=role, name=name, provider_id=provider_id, system=system
+            )
         finally:
             await conn.close()
         return text
@@ -167,6 +173,7 @@ def router_settings(servers: Servers, fresh_database_url: str) -> RouterSettings
     return RouterSettings(
         database_url=fresh_database_url,
         nats_url=servers.nats_url,
+        admin_token=ADMIN_TOKEN,
         offer_timeout_s=600,
         sweep_interval_s=0.2,
         relay_grace_s=0.5,
@@ -190,6 +197,15 @@ async def observer(nc: NatsClient) -> Observer:
 async def router(
     router_settings: RouterSettings, observer: Observer
 ) -> AsyncIterator[AsyncTestClient]:
-    """The router running in-process (its lifespan: stream, consumer, loops), with its HTTP API."""
-    async with AsyncTestClient(app=create_router_app(router_settings)) as test_client:
+    """The router running in-process (its lifespan: stream, consumer, loops), with its HTTP API,
+    asked as the admin unless a request says otherwise (``headers=``)."""
+    async with router_client(router_settings) as test_client:
+        yield test_client
+
+
+@contextlib.asynccontextmanager
+async def router_client(settings: RouterSettings) -> AsyncIterator[AsyncTestClient]:
+    """A router app running in-process, its client sending the admin token by default."""
+    async with AsyncTestClient(app=create_router_app(settings)) as test_client:
+        test_client.headers.update(bearer(ADMIN_TOKEN))
         yield test_client

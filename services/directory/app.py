@@ -14,7 +14,8 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import ResponseSpec
 
 from contracts.directory import FieldError, Problem
-from services.directory.auth import PUBLIC, BearerAuth, provide_principal
+from services.access.auth import PUBLIC, BearerAuth, provide_principal
+from services.access.errors import AccessError, on_access_error
 from services.directory.controllers import (
     ProviderController,
     SiteController,
@@ -129,6 +130,7 @@ def create_app(settings: DirectorySettings) -> Litestar:
         },
         exception_handlers={
             DirectoryError: on_directory_error,
+            AccessError: on_access_error,
             UnresolvableLocation: on_unresolvable,
             ValidationException: on_validation_error,
             HTTPException: on_http_error,

@@ -26,8 +26,10 @@ from contracts.directory import (
     SitePatch,
     Taxonomy,
 )
+from services.access.auth import PUBLIC
+from services.access.principal import Principal
 from services.directory import openapi
-from services.directory.auth import PUBLIC, Principal, require_owner, writers
+from services.directory.auth import require_owner, writers
 from services.directory.errors import InvalidInput
 from services.directory.placement import patch_site, place_site
 from services.directory.search import nearest_sites

@@ -2,12 +2,11 @@
 
     DirectoryError
     ├── InvalidInput            422: a value is well-formed JSON/query but not acceptable
-    ├── Unauthenticated         401: no usable bearer token (answered with WWW-Authenticate)
-    │   ├── MissingToken        the request carries no token
-    │   └── InvalidToken        the token is malformed, unknown or revoked
     ├── Forbidden               403: a valid token without the right to this change
     ├── NotFound                404: no provider/site/token with that id
     └── Conflict                409: the id is taken, or a row still depends on this one
+
+A missing or invalid token (401) is ``services.access.errors``', mapped in ``app.py`` too.
 
 Every error names the ``field`` it is about (a query parameter or a body path) when there is
 one, so a client can show the message next to the right input. A location the gazetteer cannot
@@ -32,21 +31,6 @@ class DirectoryError(Exception):
 class InvalidInput(DirectoryError):
     status = 422
     title = "Invalid input"
-
-
-class Unauthenticated(DirectoryError):
-    status = 401
-    title = "Unauthorized"
-    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": "Bearer"}
-
-
-class MissingToken(Unauthenticated):
-    title = "Bearer token required"
-
-
-class InvalidToken(Unauthenticated):
-    title = "Invalid token"
-    headers: ClassVar[dict[str, str]] = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
 
 
 class Forbidden(DirectoryError):

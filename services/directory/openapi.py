@@ -121,7 +121,7 @@ def openapi_config() -> OpenAPIConfig:
         version="1.0.0",
         path="/schema",
         description=(
-            "Reads of providers and sites need a bearer token (staff, provider or admin); "
+            "Reads of providers and sites need a bearer token (staff, provider, ow or admin); "
             "writes need an admin token, or a provider token for that provider's own records. "
             "The nearest-site search, the taxonomy, /health and /ready are public. Limits: "
             f"bodies up to {MAX_BODY_BYTES} bytes (413 above); pages up to 100 items; at most "

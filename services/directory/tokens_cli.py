@@ -1,4 +1,5 @@
-"""``eo token``: issue, revoke and list the directory API's tokens, in its database directly."""
+"""``eo token``: issue, revoke and list the API tokens of the directory and the router, in the
+database directly (the table is the directory's: ``services.access.tokens``)."""
 
 import argparse
 import asyncio
@@ -7,18 +8,23 @@ import sys
 
 import asyncpg
 
-from services.directory.errors import DirectoryError
+from services.access.errors import AccessError
+from services.access.principal import ROLES
+from services.access.tokens import Token, TokenStore
 from services.directory.schema import MIGRATIONS
-from services.directory.tokens import ROLES, Token, TokenStore
 from services.infra.embedded import database_only
 from services.infra.migrations import apply_migrations
 from services.infra.settings import InfraSettings
 
 DESCRIPTION = """\
-Tokens for the directory API (Authorization: Bearer <token>). Roles: admin (everything),
-staff (read providers and sites), provider (read; write its own provider record and sites).
+Tokens for the directory and router APIs (Authorization: Bearer <token>). Roles:
+  admin     everything, in both
+  staff     the directory: read providers and sites
+  provider  the directory: read; write its own provider record and sites (--provider);
+            the router: its own offers and the referrals it holds
+  ow        an OW system (--system): the router: its own referrals; the directory: read
 A token is printed once, when issued: only its SHA-256 digest is stored. The bootstrap admin
-token (DIRECTORY_ADMIN_TOKEN or .state/admin-token) is not listed here.
+token (DIRECTORY_ADMIN_TOKEN / ROUTER_ADMIN_TOKEN or .state/admin-token) is not listed here.
 
 Uses DATABASE_URL; otherwise the embedded PostgreSQL: that of a running `eo run`, or started
 for the command. Applies the directory's pending migrations first, as the directory does.
@@ -28,7 +34,7 @@ for the command. Applies the directory's pending migrations first, as the direct
 def add_token_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     token = commands.add_parser(
         "token",
-        help="issue, revoke or list directory API tokens",
+        help="issue, revoke or list directory and router API tokens",
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -39,7 +45,8 @@ def add_token_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
         "issue",
         help="issue a token and print it (once)",
         epilog="example:\n  eo token issue --role provider --provider "
-        "ontrac-employment-resource-services --name 'Ontrac intake desk'",
+        "ontrac-employment-resource-services --name 'Ontrac intake desk'\n"
+        "  eo token issue --role ow --system ow-lanark --name 'Lanark OW referral desk'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     issue.add_argument("--role", required=True, choices=ROLES)
@@ -48,19 +55,26 @@ def add_token_commands(commands: "argparse._SubParsersAction[argparse.ArgumentPa
         metavar="PROVIDER_ID",
         help="the provider a provider token acts for (with --role provider only)",
     )
+    issue.add_argument(
+        "--system",
+        metavar="SYSTEM",
+        help="the OW system an ow token acts for (with --role ow only), e.g. ow-lanark",
+    )
     issue.add_argument("--name", required=True, help="who or what holds it (shown by list)")
 
     revoke = actions.add_parser("revoke", help="revoke a token from now on")
     revoke.add_argument("token_id", metavar="TOKEN_ID", help="its id, tok_... (see list)")
 
-    actions.add_parser("list", help="every token: id, role, provider, name, created, revoked")
+    actions.add_parser(
+        "list", help="every token: id, role, provider or system, name, created, revoked"
+    )
 
 
 def cmd_token(args: argparse.Namespace) -> int:
     try:
         with database_only(InfraSettings.from_env()) as url:
             return asyncio.run(_token(args, url))
-    except DirectoryError as exc:
+    except AccessError as exc:
         print(f"eo token: {exc.message}", file=sys.stderr)
         return 1
 
@@ -72,7 +86,7 @@ async def _token(args: argparse.Namespace, database_url: str) -> int:
         tokens = TokenStore(conn)
         if args.action == "issue":
             token, text = await tokens.issue(
-                role=args.role, name=args.name, provider_id=args.provider
+                role=args.role, name=args.name, provider_id=args.provider, system=args.system
             )
             print(f"issued {token.id}: {_describe(token)}")
             print(f"token: {text}")
@@ -89,8 +103,12 @@ async def _token(args: argparse.Namespace, database_url: str) -> int:
 
 
 def _describe(token: Token) -> str:
-    owner = f" of {token.provider_id}" if token.provider_id else ""
+    owner = f" of {_owner(token)}" if _owner(token) != "-" else ""
     return f"{token.role}{owner}, {token.name!r}"
+
+
+def _owner(token: Token) -> str:
+    return token.provider_id or token.system or "-"
 
 
 def _when(moment: datetime.datetime | None) -> str:
@@ -100,10 +118,9 @@ def _when(moment: datetime.datetime | None) -> str:
 def _table(tokens: list[Token]) -> str:
     if not tokens:
         return "no tokens (issue one with: eo token issue --role ... --name ...)"
-    rows = [("ID", "ROLE", "PROVIDER", "CREATED", "REVOKED", "NAME")]
+    rows = [("ID", "ROLE", "OF", "CREATED", "REVOKED", "NAME")]
     rows += [
-        (t.id, t.role, t.provider_id or "-", _when(t.created_at), _when(t.revoked_at), t.name)
-        for t in tokens
+        (t.id, t.role, _owner(t), _when(t.created_at), _when(t.revoked_at), t.name) for t in tokens
     ]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     lines = []

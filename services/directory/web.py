@@ -9,7 +9,7 @@ from litestar import Response, get
 from litestar.datastructures import CacheControlHeader
 from litestar.static_files import create_static_files_router
 
-from services.directory.auth import PUBLIC
+from services.access.auth import PUBLIC
 
 WEB = Path(__file__).parent / "web"
 

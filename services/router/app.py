@@ -4,6 +4,10 @@ The app's lifespan owns everything the router runs: the PostgreSQL pool, the NAT
 the stream and consumer set-up, and the consumer and sweeper loops. Serving the app (``eo
 router``, ``eo run``) runs the router; shutting it down drains the loops, then NATS, then the pool.
 ``wiring(settings)`` is where the handlers' store and directory are chosen: PostgreSQL here.
+
+The HTTP API is the directory's token scheme (``services.access``): every route but ``/health``,
+``/ready`` and the OpenAPI document needs a bearer token, and ``visibility`` says what of a
+referral each caller sees; what it may not see is a 404, as a referral that does not exist.
 """
 
 import asyncio
@@ -17,14 +21,19 @@ import asyncpg
 import nats
 import nats.errors
 import structlog
-from litestar import Litestar, Response, get
+from litestar import Litestar, Request, Response, get
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import PathParameter
 from nats.aio.client import Client as NatsClient
 
 from contracts.router import ReferralView
+from services.access.auth import PUBLIC, BearerAuth
+from services.access.errors import AccessError, on_access_error
+from services.access.principal import Principal
 from services.geo import default_gazetteer
 from services.infra.db import Connection, keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
@@ -36,6 +45,7 @@ from services.router.settings import RouterSettings
 from services.router.store import SqlStore
 from services.router.stream import set_up_stream
 from services.router.unit_of_work import Wiring
+from services.router.visibility import visible_view
 from services.router.worker import Router
 
 log = structlog.get_logger("router")
@@ -110,28 +120,39 @@ async def connect_nats(url: str, *, name: str = "eo-router") -> NatsClient:
             delay = min(delay * 2, 5.0)
 
 
-@get("/api/v1/referrals/{referral_id:uuid}", tags=["referrals"])
+#: The OpenAPI ``security`` of the routes that need a token.
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+@get("/api/v1/referrals/{referral_id:uuid}", tags=["referrals"], security=BEARER)
 async def get_referral(
     state: State,
+    request: Request[Principal, str, State],
     referral_id: Annotated[uuid.UUID, PathParameter(description="The referral id OW chose.")],
 ) -> ReferralView:
-    """A referral's state, its current offer, every offer and its full history with reasons."""
+    """A referral's state, its current offer, every offer and its full history with reasons.
+
+    An admin sees all of it; an OW system its own referrals; a provider a referral it has or
+    had an offer of, with only its own offers and history. Any other referral is a 404.
+    """
     async with state.pool.acquire() as conn:
         view = await SqlStore(conn).referral_view(referral_id)
-    if view is None:
+    visible = None if view is None else visible_view(view, request.user)
+    if visible is None:
         raise NotFoundException(f"no referral {referral_id}")
-    return view
+    return visible
 
 
-@get("/health", tags=["operations"])
+@get("/health", tags=["operations"], opt=PUBLIC)
 async def health() -> dict[str, str]:
     """Alive: the process answers."""
     return {"status": "ok"}
 
 
-@get("/ready", tags=["operations"])
+@get("/ready", tags=["operations"], opt=PUBLIC)
 async def ready(state: State) -> Response[dict[str, Any]]:
-    """Ready: the database answers with every migration applied, and NATS is connected."""
+    """Ready: the database answers with every migration applied, NATS is connected, and the
+    consumer and sweeper loops are running."""
     try:
         async with state.pool.acquire() as conn:
             pending = await pending_migrations(conn, "router", MIGRATIONS)
@@ -141,6 +162,8 @@ async def ready(state: State) -> Response[dict[str, Any]]:
         return Response({"status": "migrating", "pending": pending}, status_code=503)
     if not state.nc.is_connected:
         return Response({"status": "unavailable", "error": "NATS not connected"}, status_code=503)
+    if stopped := state.router.stopped_loops:
+        return Response({"status": "broken", "stopped": stopped}, status_code=503)
     return Response({"status": "ready", "handled": state.router.handled})
 
 
@@ -152,6 +175,7 @@ def create_app(settings: RouterSettings) -> Litestar:
             min_size=settings.pool_min_size,
             max_size=settings.pool_max_size,
             reset=keep_session,
+            command_timeout=settings.db_command_timeout_s,
         )
         try:
             async with pool.acquire() as conn:
@@ -183,15 +207,31 @@ def create_app(settings: RouterSettings) -> Litestar:
         finally:
             await pool.close()
 
+    openapi = OpenAPIConfig(
+        title="EO referral router",
+        version="1.0.0",
+        path="/schema",
+        components=Components(
+            security_schemes={
+                "bearer": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    description="A token of `eo token issue` (admin, provider or ow).",
+                )
+            }
+        ),
+    )
     return Litestar(
         route_handlers=[get_referral, health, ready],
         lifespan=[lifespan],
         state=State({"settings": settings}),
+        middleware=[DefineMiddleware(BearerAuth, exclude=f"^{openapi.path}")],
         exception_handlers={
+            AccessError: on_access_error,
             ValidationException: on_validation_error,
             HTTPException: on_http_error,
             Exception: unexpected_error_handler("router"),
         },
-        openapi_config=OpenAPIConfig(title="EO referral router", version="1.0.0", path="/schema"),
+        openapi_config=openapi,
         logging_config=None,
     )

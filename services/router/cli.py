@@ -126,7 +126,9 @@ async def _respond(args: argparse.Namespace) -> int:
     subject = _subject(response_subject, args.provider)
     offer_id = args.offer
     if offer_id is None:
-        view = await client.fetch_referral(client.router_url(), args.referral)
+        view = await client.fetch_referral(
+            client.router_url(), args.referral, client.router_token()
+        )
         current = view.get("current_offer")
         if not current:
             raise ClientError(
@@ -242,7 +244,7 @@ async def _watch(args: argparse.Namespace) -> int:
 
 
 async def _show(args: argparse.Namespace) -> int:
-    view = await client.fetch_referral(client.router_url(), args.referral)
+    view = await client.fetch_referral(client.router_url(), args.referral, client.router_token())
     print(json.dumps(view, indent=2))
     return 0
 
@@ -279,7 +281,8 @@ def add_referral_commands(commands: "argparse._SubParsersAction[argparse.Argumen
         help="act as an OW system or a provider: send, cancel, withdraw, respond, progress, "
         "watch, show",
         description="Talk to a running router over NATS (NATS_URL, default the `make run` "
-        "server) and its HTTP API (ROUTER_URL, default http://127.0.0.1:8001). Each party "
+        "server) and its HTTP API (ROUTER_URL, default http://127.0.0.1:8001; with ROUTER_TOKEN "
+        "as bearer token, else the admin token `make run` keeps in EO_STATE_DIR). Each party "
         "uses its own NATS user and its own subjects (contract v1.1): an OW system "
         "referral.requested.<system>, referral.cancel.<system> and referral.status.<system>; "
         "a provider referral.offered.<id>, referral.notice.<id>, referral.response.<id> and "
@@ -407,7 +410,7 @@ def add_referral_commands(commands: "argparse._SubParsersAction[argparse.Argumen
 
     show = actions.add_parser(
         "show",
-        help="a referral's state and full history (router HTTP)",
+        help="a referral's state and full history (router HTTP; what ROUTER_TOKEN may see)",
         epilog="example: eo referral show 0b8e2f4a-6c1d-4f3e-8a7b-9d2c1e0f5a64",
     )
     show.add_argument("referral", type=uuid.UUID, metavar="REFERRAL_ID")

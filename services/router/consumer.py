@@ -167,13 +167,18 @@ class Consumer:
                     if poison
                     else f"gave up after {delivered} deliveries: {exc!r}"
                 )
-                handled, rows = await self.wiring.run(
-                    conn,
-                    utcnow(),
-                    lambda uow: on_invalid(
-                        msg.subject, msg.data, error, sequence=meta.sequence.stream, uow=uow
-                    ),
-                )
+                try:
+                    handled, rows = await self.wiring.run(
+                        conn,
+                        utcnow(),
+                        lambda uow: on_invalid(
+                            msg.subject, msg.data, error, sequence=meta.sequence.stream, uow=uow
+                        ),
+                    )
+                except Exception as again:  # e.g. the connection it failed on is broken
+                    log.warning("message.dead_letter_failed", error=repr(again))
+                    await _settle(msg.nak(delay=nak_delay(self.settings, delivered)))
+                    return False, []
             published = await self.publisher.publish(rows)
             # A poison message is terminated: JetStream never redelivers it, and the
             # MSG_TERMINATED advisory tells operators; its dead letter is committed already.
@@ -210,8 +215,11 @@ class Consumer:
                             await _settle(rest.nak(delay=nak_delay(self.settings, 1)))
                         return
                     try:
-                        async with self.pool.acquire() as conn:
-                            ok, published = await self.handle(conn, msg)
+                        # Bounded: after a database restart a broken connection could
+                        # otherwise hold this batch, and so the consumer, for good.
+                        async with asyncio.timeout(self.settings.message_timeout_s):
+                            async with self.pool.acquire() as conn:
+                                ok, published = await self.handle(conn, msg)
                     except TRANSIENT as exc:
                         log.warning("database.unavailable", error=repr(exc))
                         ok, published = False, []
@@ -244,7 +252,12 @@ class Consumer:
                 log.warning("nats.fetch_failed", error=repr(exc))
                 await pause(stop, 1.0)
                 continue
-            if not await self.handle_batch(msgs):
+            try:
+                handled = await self.handle_batch(msgs)
+            except Exception as exc:  # the loop must outlive any batch; JetStream redelivers
+                log.exception("consume.batch_failed", error=repr(exc), messages=len(msgs))
+                handled = False
+            if not handled:
                 await pause(stop, 1.0)
         if sub is not None:
             # A pull subscription left open makes the connection's drain wait for its timeout.

@@ -12,6 +12,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     nats_url: str
     host: str = "127.0.0.1"
     port: int = 8001
+    #: Bootstrap admin token of the HTTP API (``eo run``: the directory's, from .state/admin-token
+    #: unless set); other tokens are ``eo token``'s. Unset: only issued tokens are accepted.
+    admin_token: str | None = None
     #: Ontario business days a provider has to answer an offer before it counts as declined
     #: (timeout); weekends and Ontario's public holidays do not count (deadlines.py).
     offer_business_days: Annotated[int, msgspec.Meta(ge=1)] = 2
@@ -42,6 +45,11 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     candidates: int = 5
     pool_min_size: int = 2
     pool_max_size: int = 10
+    #: The longest one SQL statement may take, and one message's whole handling (connection,
+    #: transaction, publish, ack): past it the work is abandoned and the message retried, so
+    #: a connection left broken by a database restart cannot hold up the consumer for good.
+    db_command_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    message_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     apply_migrations: bool = True
 
     @classmethod

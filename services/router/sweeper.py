@@ -38,7 +38,12 @@ class Sweeper:
         self.publisher = publisher
 
     async def sweep_once(self) -> int:
-        """Handle expired offers, then publish outbox rows left unsent; how many were expired."""
+        """Handle expired offers, then publish outbox rows left unsent; how many were expired.
+        Bounded by ``message_timeout_s`` per round, like a message."""
+        async with asyncio.timeout(self.settings.message_timeout_s * 2):
+            return await self._sweep()
+
+    async def _sweep(self) -> int:
         expired = 0
         async with self.pool.acquire() as conn:
             store = self.wiring.store(conn)

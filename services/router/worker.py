@@ -3,8 +3,11 @@ wiring and the outbox publisher. Several processes share the stream's consumer a
 """
 
 import asyncio
+import contextlib
+import signal
 
 import asyncpg
+import structlog
 from nats.js import JetStreamContext
 
 from services.router.consumer import Consumer
@@ -27,6 +30,7 @@ class Router:
         self.publisher = OutboxPublisher(js)
         self.consumer = Consumer(pool, js, settings, wiring, locate, self.publisher)
         self.sweeper = Sweeper(pool, settings, wiring, self.publisher)
+        self.tasks: list[asyncio.Task[None]] = []
 
     @property
     def handled(self) -> int:
@@ -34,8 +38,32 @@ class Router:
         return self.consumer.handled
 
     def start(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        """The consumer and sweeper loops, running until ``stop`` is set."""
-        return [
+        """The consumer and sweeper loops, running until ``stop`` is set. ``kill -USR1`` makes
+        the process log where each of its tasks is waiting (``router.tasks``)."""
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, log_tasks)
+        self.tasks = [
             asyncio.create_task(self.consumer.consume(stop), name="router.consume"),
             asyncio.create_task(self.sweeper.sweep(stop), name="router.sweep"),
         ]
+        return self.tasks
+
+    @property
+    def stopped_loops(self) -> list[str]:
+        """The loops that have ended (before shutdown, a bug: ``/ready`` then fails)."""
+        return [task.get_name() for task in self.tasks if task.done()]
+
+
+def log_tasks() -> None:
+    """Each task of the process and the await chain it is suspended in, innermost last, for an
+    operator asking why it hangs."""
+    for task in asyncio.all_tasks():
+        where: list[str] = []
+        awaiting: object = task.get_coro()
+        while awaiting is not None and len(where) < 20:
+            frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "gi_frame", None)
+            if frame is not None:
+                where.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+            inner = getattr(awaiting, "cr_await", None)
+            awaiting = inner if inner is not None else getattr(awaiting, "gi_yieldfrom", None)
+        structlog.get_logger("router").warning("router.tasks", task=task.get_name(), waiting=where)

@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from litestar.testing import AsyncTestClient
 
-from services.directory.tokens import TokenStore
+from services.access.tokens import TokenStore
 from tests.conftest import bearer
 
 pytestmark = pytest.mark.e2e
@@ -461,6 +461,9 @@ async def test_eo_token_issues_lists_and_revokes(
         (["issue", "--role", "staff", "--provider", A, "--name", "x"], "names its provider"),
         (["issue", "--role", "provider", "--provider", "nobody", "--name", "x"], "no provider"),
         (["revoke", "tok_000000000000"], "no token"),
+        (["issue", "--role", "ow", "--name", "x"], "names its OW system"),
+        (["issue", "--role", "admin", "--system", "ow-lanark", "--name", "x"], "names its OW"),
+        (["issue", "--role", "ow", "--system", "OW Lanark", "--name", "x"], "is not an id"),
     ],
 )
 def test_eo_token_explains_what_it_refuses(
@@ -469,3 +472,33 @@ def test_eo_token_explains_what_it_refuses(
     result = eo_token(fresh_database_url, *args)
     assert result.returncode == 1
     assert message in result.stderr
+
+
+async def test_eo_token_issues_ow_tokens_that_read_but_never_write(
+    client: AsyncTestClient, fresh_database_url: str, conn: asyncpg.Connection
+) -> None:
+    issued = eo_token(fresh_database_url, "issue", "--role", "ow", "--system", "ow-lanark",
+                      "--name", "Lanark referral desk")  # fmt: skip
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.split("token: ", 1)[1].split()[0]
+    token_id = token.split(".", 1)[0]
+    assert f"issued {token_id}: ow of ow-lanark" in issued.stdout
+    listed = eo_token(fresh_database_url, "list")
+    line = next(line for line in listed.stdout.splitlines() if line.startswith(token_id))
+    assert line.split()[:3] == [token_id, "ow", "ow-lanark"]
+
+    ow = bearer(token)
+    assert (await client.get("/api/v1/sites", headers=ow)).status_code == 200
+    assert (await client.patch(f"/api/v1/sites/{A_SITE}", json={}, headers=ow)).status_code == 403
+
+    # The table holds the rule too: an ow token names its system, and no other token does.
+    for role, system in (("ow", None), ("staff", "ow-lanark"), ("provider", "ow-lanark")):
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "INSERT INTO directory.api_token (id, digest, role, provider_id, system, name)"
+                " VALUES ('tok_0123456789ab', $1, $2, $3, $4, 'x')",
+                bytes(32),
+                role,
+                A if role == "provider" else None,
+                system,
+            )

@@ -122,9 +122,11 @@ async def read_stream(url: str, login: Any) -> list[tuple[str, bytes]]:
         await nc.close()
 
 
-async def views(router: str, referral_ids: list[str], statuses: set[str]) -> list[Any]:
-    """The router's views of the referrals once all are in ``statuses``, else []."""
-    async with httpx.AsyncClient(base_url=router) as http:
+async def views(router: str, referral_ids: list[str], statuses: set[str], token: str) -> list[Any]:
+    """The router's views of the referrals (as ``token`` sees them) once all are in
+    ``statuses``, else []."""
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=router, headers=headers) as http:
         found = [(await http.get(f"/api/v1/referrals/{rid}")) for rid in referral_ids]
     ready = all(r.status_code == 200 and r.json()["status"] in statuses for r in found)
     return [r.json() for r in found] if ready else []
@@ -154,6 +156,7 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
 
         await provider.subscribe(f"referral.offered.{CCA}", cb=on_offer)
         router = f"http://127.0.0.1:{ports['ROUTER_PORT']}"
+        admin = (state / "admin-token").read_text().strip()  # what `eo run` generated
         try:
             sent = []
             for community in ("Almonte", "Perth", "Lanark"):
@@ -167,7 +170,7 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
             # Routed (the demo's sample provider answers its own referrals, not these), and
             # the offers to CCA delivered to its subscription.
             routed = await until(
-                lambda: views(router, sent, {"offered", "unmatched"}), within=30, every=0.1
+                lambda: views(router, sent, {"offered", "unmatched"}, admin), within=30, every=0.1
             )
             to_cca = {
                 v["referral_id"]
@@ -192,7 +195,9 @@ async def test_no_personal_data_leaves_in_events_or_logs() -> None:
                     json.dumps(reply).encode(),
                     headers={"Nats-Msg-Id": reply["message_id"]},
                 )
-            await until(lambda: views(router, sorted(to_cca), {"accepted"}), within=30, every=0.1)
+            await until(
+                lambda: views(router, sorted(to_cca), {"accepted"}, admin), within=30, every=0.1
+            )
         finally:
             await ow.close()
             await provider.close()

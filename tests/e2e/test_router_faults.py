@@ -20,7 +20,6 @@ import httpx
 import msgspec
 import nats
 import pytest
-from litestar.testing import AsyncTestClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -38,10 +37,11 @@ from contracts.subjects import (
 )
 from services.geo import default_gazetteer
 from services.infra.embedded import free_port
-from services.router.app import create_app as create_router_app, wiring
+from services.router.app import wiring
 from services.router.settings import RouterSettings
 from services.router.stream import ensure_stream_and_consumer
 from services.router.worker import Router
+from tests.conftest import router_client
 from tests.referrals import (
     CCA,
     CCA_SITE,
@@ -106,7 +106,7 @@ async def test_unanswered_offers_expire_and_reroute_until_none_is_left(
 ) -> None:
     settings = msgspec.structs.replace(router_settings, offer_timeout_s=1.0)
     url = settings.database_url
-    async with AsyncTestClient(app=create_router_app(settings)) as router:
+    async with router_client(settings) as router:
         request = make_request()
         rid = request.referral_id
         await send_request(nc.jetstream(), request)
@@ -427,7 +427,7 @@ async def test_redelivery_after_a_crash_before_ack_changes_nothing_twice(
 
     # A router starts: the relay publishes what the dead one committed, JetStream redelivers
     # the message after its backoff, and the redelivery is recognised as handled already.
-    async with AsyncTestClient(app=create_router_app(router_settings)) as router:
+    async with router_client(router_settings) as router:
         offer = await observer.until_offer(rid, 1)
         assert offer.site_id == CCA_SITE
 

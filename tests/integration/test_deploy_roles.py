@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from services.access.tokens import TokenStore
 from services.directory.candidates import reserve_place
 from services.directory.schema import MIGRATIONS
 from services.directory.seed import load_seed
@@ -122,5 +123,7 @@ async def test_each_service_role_does_its_own_work_and_nothing_more(roles_databa
             )
         with pytest.raises(asyncpg.InsufficientPrivilegeError):
             await router.execute("DELETE FROM directory.site")
+        # Its HTTP API checks bearer tokens in the directory's table (services.access).
+        assert await TokenStore(router).find_active("tok_000000000000.unknown") is None
     finally:
         await router.close()

@@ -34,6 +34,7 @@ async def test_migrations_apply_once_and_are_recorded(fresh_database_url: str) -
             (1, "0001_directory.sql"),
             (2, "0002_tokens.sql"),
             (3, "0003_earth_point.sql"),
+            (4, "0004_ow_tokens.sql"),
         ]
     finally:
         await conn.close()
@@ -48,7 +49,7 @@ async def test_concurrent_starts_apply_each_migration_once(servers, tmp_path: Pa
         results = await asyncio.gather(
             *(apply_migrations(c, "directory", MIGRATIONS) for c in conns)
         )
-        assert sorted(len(r) for r in results) == [0, 0, 3]  # one applies every file
+        assert sorted(len(r) for r in results) == [0, 0, 4]  # one applies every file
         for c in conns:
             await c.close()
     finally:

@@ -9,14 +9,14 @@ from geopy.distance import geodesic
 from hypothesis import given, settings, strategies as st
 
 from contracts.directory import Address, Site, SiteCreate, SitePatch
-from services.directory.auth import Principal
+from services.access.principal import Principal
+from services.access.tokens import digest
 from services.directory.errors import InvalidInput
 from services.directory.placement import merge_site_patch, place_site
 from services.directory.search import search_query
 from services.directory.seed import read_seed
 from services.directory.settings import DirectorySettings
 from services.directory.site_query import SiteFilter
-from services.directory.tokens import digest
 from services.geo import OfflineGeocoder, default_gazetteer, geodesic_km
 from services.infra.settings import InfraSettings
 

@@ -1,5 +1,6 @@
 """The router's pure edges: parsing inbound bytes, settings, stream/consumer config, SQL shape."""
 
+import asyncio
 import uuid
 
 import msgspec
@@ -11,7 +12,7 @@ from contracts.referrals import ReferralRequested, ReferralStatusChanged
 from services.client import build_request, describe
 from services.directory.candidates import Criteria
 from services.directory.site_query import exclusions_query
-from services.router.consumer import InvalidMessage, parse
+from services.router.consumer import Consumer, InvalidMessage, parse
 from services.router.settings import RouterSettings
 from services.router.stream import consumer_config, stream_config
 from services.router.transient import nak_delay
@@ -172,3 +173,36 @@ def test_an_escaped_backslash_before_u0000_is_not_a_nul() -> None:
     event, _ = parse("referral.requested.ow-test", text)
     assert isinstance(event, ReferralRequested)
     assert event.client.location.community == "Alm\\u0000onte"
+
+
+async def test_the_consume_loop_outlives_a_batch_that_fails() -> None:
+    """A batch that raises (a bug, a connection broken mid-way by a database restart) is
+    logged and left to JetStream's redelivery; the loop goes on fetching. It used to end the
+    consumer task for good while /ready still said ready."""
+    stop = asyncio.Event()
+
+    class Subscription:
+        async def fetch(self, batch: int, timeout: float) -> list[object]:  # noqa: ASYNC109 (nats-py's signature)
+            return [object()]
+
+        async def unsubscribe(self) -> None:
+            pass
+
+    class JetStream:
+        async def pull_subscribe_bind(self, **_: object) -> Subscription:
+            return Subscription()
+
+    class Failing(Consumer):
+        batches = 0
+
+        async def handle_batch(self, msgs: object) -> bool:
+            self.batches += 1
+            if self.batches == 1:
+                raise RuntimeError("cannot switch to state 15; another operation is in progress")
+            stop.set()
+            return True
+
+    settings = RouterSettings(database_url="postgresql://x", nats_url="nats://x")
+    consumer = Failing(None, JetStream(), settings, None, None, None)  # type: ignore[arg-type]
+    await asyncio.wait_for(consumer.consume(stop), timeout=10)
+    assert consumer.batches == 2

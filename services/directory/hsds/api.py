@@ -17,7 +17,7 @@ from litestar.params import PathParameter, QueryParameter
 from litestar.response import File
 
 from contracts.directory import Taxonomy, TaxonomyTerm
-from services.directory.auth import PUBLIC
+from services.access.auth import PUBLIC
 from services.directory.errors import InvalidInput, NotFound
 from services.directory.hsds import SCHEMA_DIR, mapping as m
 from services.directory.hsds.store import HsdsFilter, HsdsStore, OfferedService

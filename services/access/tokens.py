@@ -1,4 +1,5 @@
-"""The directory's API tokens: issued, listed, revoked and looked up; only their digests are stored.
+"""The API tokens of both services: issued, listed, revoked and looked up; only their digests
+are stored, in ``directory.api_token`` (a table of the directory's migrations).
 
 A token reads ``tok_<12 hex>.<secret>``: the id before the dot is what listings and revocations
 name; the secret (256 random bits) is printed once, when the token is issued, and kept nowhere.
@@ -7,20 +8,18 @@ name; the secret (256 random bits) is printed once, when the token is issued, an
 import datetime
 import hashlib
 import secrets
-from typing import Literal
 
 import asyncpg
 import msgspec
 
-from services.directory.errors import InvalidInput, NotFound
+from services.access.errors import InvalidTokenInput, UnknownToken
+from services.access.principal import OwnerError, Role, check_owner
 from services.infra.db import Connection
 
-Role = Literal["admin", "staff", "provider"]
-ROLES: tuple[Role, ...] = ("admin", "staff", "provider")
 #: Longer than any token we issue; a longer header is refused before any lookup.
 MAX_TOKEN_CHARS = 200
 
-_COLUMNS = "id, role, provider_id, name, created_at, revoked_at"
+_COLUMNS = "id, role, provider_id, system, name, created_at, revoked_at"
 
 
 class Token(msgspec.Struct, frozen=True, kw_only=True):
@@ -29,6 +28,7 @@ class Token(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     role: Role
     provider_id: str | None
+    system: str | None
     name: str
     created_at: datetime.datetime
     revoked_at: datetime.datetime | None
@@ -50,29 +50,35 @@ class TokenStore:
         self.conn = conn
 
     async def issue(
-        self, *, role: Role, name: str, provider_id: str | None = None
+        self, *, role: Role, name: str, provider_id: str | None = None, system: str | None = None
     ) -> tuple[Token, str]:
-        """A new token and its text; the text is returned here only, never stored."""
-        if (role == "provider") != (provider_id is not None):
-            raise InvalidInput("a provider token names its provider; no other token does",
-                               field="provider_id")  # fmt: skip
+        """A new token and its text; the text is returned here only, never stored.
+
+        The OW system of an ``ow`` token is not checked against a list: the directory keeps
+        no registry of OW systems (their NATS users are configuration, EO_OW_SYSTEMS).
+        """
+        try:
+            check_owner(role, provider_id=provider_id, system=system)
+        except OwnerError as exc:
+            raise InvalidTokenInput(exc.message, field=exc.field) from exc
         if not 1 <= len(name) <= 200:
-            raise InvalidInput("a token's name has 1 to 200 characters", field="name")
+            raise InvalidTokenInput("a token's name has 1 to 200 characters", field="name")
         if provider_id is not None:
             exists = await self.conn.fetchval(
                 "SELECT EXISTS (SELECT 1 FROM directory.provider WHERE id = $1)", provider_id
             )
             if not exists:
-                raise NotFound(f"no provider {provider_id!r}", field="provider_id")
+                raise UnknownToken(f"no provider {provider_id!r}", field="provider_id")
         token_id = f"tok_{secrets.token_hex(6)}"
         text = f"{token_id}.{secrets.token_urlsafe(32)}"
         row = await self.conn.fetchrow(
-            "INSERT INTO directory.api_token (id, digest, role, provider_id, name)"
-            f" VALUES ($1, $2, $3, $4, $5) RETURNING {_COLUMNS}",
+            "INSERT INTO directory.api_token (id, digest, role, provider_id, system, name)"
+            f" VALUES ($1, $2, $3, $4, $5, $6) RETURNING {_COLUMNS}",
             token_id,
             digest(text),
             role,
             provider_id,
+            system,
             name,
         )
         assert row is not None
@@ -86,7 +92,7 @@ class TokenStore:
             token_id,
         )
         if row is None:
-            raise NotFound(f"no token {token_id!r}", field="id")
+            raise UnknownToken(f"no token {token_id!r}", field="id")
         return _token_from_row(row)
 
     async def list(self) -> list[Token]:
