@@ -149,6 +149,7 @@ class Observer:
         self.offered: list[ReferralOffered] = []
         self.dead: list[DeadLetter] = []
         self.notices: list[ProviderNotice] = []
+        self._seen: set[uuid.UUID] = set()
         self.raw: list[tuple[str, bytes]] = []
         self._changed = asyncio.Condition()
 
@@ -161,6 +162,12 @@ class Observer:
             ("referral.status", "referral.offered", "referral.notice", "referral.dead")
         ):
             event = decode_outbound(msg.data)
+            # A core subscription sees every publish; the stream (and so every party's
+            # consumer) keeps one per Nats-Msg-Id. The outbox relay may re-publish a row the
+            # worker published but had not marked sent yet: count it once, as a party would.
+            if event.message_id in self._seen:
+                return
+            self._seen.add(event.message_id)
             match event:
                 case ReferralStatusChanged():
                     self.status.append(event)
