@@ -36,6 +36,7 @@ from contracts.subjects import (
     requested_subject,
     response_subject,
 )
+from services import client
 from tests.waits import until
 
 T = TypeVar("T")
@@ -126,14 +127,8 @@ def progress(
     note: str | None = None,
     occurred_at: datetime.datetime | None = None,
 ) -> ReferralProgress:
-    return ReferralProgress(
-        message_id=uuid.uuid4(),
-        referral_id=referral_id,
-        status=status,
-        code=code,
-        note=note,
-        occurred_at=occurred_at or datetime.datetime.now(datetime.UTC),
-    )
+    """``services.client.progress`` with the code as a third positional argument."""
+    return client.progress(referral_id, status, code=code, note=note, occurred_at=occurred_at)
 
 
 async def delete_stream(nc: NatsClient) -> None:

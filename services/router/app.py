@@ -12,6 +12,7 @@ referral each caller sees; what it may not see is a 404, as a referral that does
 
 import asyncio
 import contextlib
+import datetime
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -39,7 +40,7 @@ from services.infra.db import Connection, keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations
 from services.infra.nats_auth import redact, servers_option, strip_login, url_login
-from services.router.deadlines import deadline_policy
+from services.router.deadlines import deadline_policy, ontario_holidays
 from services.router.directory import SqlDirectory, missing_directory_schema
 from services.router.settings import RouterSettings
 from services.router.store import SqlStore
@@ -190,6 +191,11 @@ def create_app(settings: RouterSettings) -> Litestar:
             try:
                 js = nc.jetstream()
                 await set_up_stream(js, settings)
+                if settings.offer_timeout_s is None:
+                    # The holiday calendar loads on first use (~0.4 s): at start, not while
+                    # the first referral waits.
+                    this_year = datetime.datetime.now(datetime.UTC).year
+                    await asyncio.to_thread(ontario_holidays, this_year)
                 router = Router(pool, js, settings, wiring(settings), default_gazetteer().resolve)
                 stop = asyncio.Event()
                 loops = router.start(stop)

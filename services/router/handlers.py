@@ -101,6 +101,7 @@ async def on_response(msg: ReferralResponse, provider_id: str, *, uow: UnitOfWor
         accept=msg.decision == "accept",
         reason=msg.reason,
         message_id=msg.message_id,
+        referral_id=msg.referral_id,
     )
     handled = await _handle(msg.referral_id, answer, uow, msg.message_id)
     uow.finish(msg.message_id, handled.outcome, handled.reason)
@@ -137,6 +138,7 @@ async def on_progress(msg: ReferralProgress, provider_id: str, *, uow: UnitOfWor
         note=msg.note,
         occurred_at=msg.occurred_at,
         message_id=msg.message_id,
+        referral_id=msg.referral_id,
     )
     handled = await _handle(msg.referral_id, report, uow, msg.message_id)
     uow.finish(msg.message_id, handled.outcome, handled.reason)

@@ -124,6 +124,8 @@ class Respond:
     accept: bool
     reason: str | None
     message_id: uuid.UUID
+    #: The referral the answer names (a notice about an unknown one carries it back).
+    referral_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -151,6 +153,7 @@ class Progress:
     note: str | None
     occurred_at: datetime.datetime
     message_id: uuid.UUID
+    referral_id: uuid.UUID
 
 
 @dataclass(frozen=True)
@@ -203,21 +206,16 @@ def received(origin: Origin, message_id: uuid.UUID) -> Transition:
     )
 
 
-#: Who to tell about a refusal: (provider id, notice kind, offer id).
-Notify = tuple[str, NoticeKind, uuid.UUID | None]
-
-
 def refuse(
     referral: ReferralRow | None,
     event: Event,
     reason: str,
     message_id: uuid.UUID | None,
     *,
-    tell: Notify | None = None,
-    now: datetime.datetime | None = None,
+    notice: tuple[str, Message] | None = None,
 ) -> Decision:
     """Nothing changes; the refusal is recorded in the history (not published to OW), and the
-    provider that asked is told why: ``tell`` is (provider id, notice kind, offer id)."""
+    provider that asked gets ``notice`` when there is one."""
     entries: tuple[Transition, ...] = ()
     if referral is not None:
         entries = (
@@ -230,19 +228,24 @@ def refuse(
                 message_id=message_id,
             ),
         )
-    notices: tuple[tuple[str, Message], ...] = ()
-    if tell is not None and now is not None:
-        provider_id, kind, offer_id = tell
-        referral_id = referral.id if referral is not None else uuid.UUID(int=0)
-        notices = (
-            (
-                notice_subject(provider_id),
-                messages.notice(
-                    referral_id, kind, reason, at=now, cause=message_id or "", offer_id=offer_id
-                ),
-            ),
-        )
-    return Decision("refused", reason, entries=entries, messages=notices)
+    return Decision(
+        "refused", reason, entries=entries, messages=() if notice is None else (notice,)
+    )
+
+
+def _told(
+    provider_id: str,
+    referral_id: uuid.UUID,
+    kind: NoticeKind,
+    reason: str,
+    now: datetime.datetime,
+    cause: str | int | uuid.UUID,
+    offer_id: uuid.UUID | None = None,
+) -> tuple[str, Message]:
+    """A notice to ``provider_id``; ``cause`` (its refused message's id, an offer's attempt)
+    makes the notice's message id."""
+    notice = messages.notice(referral_id, kind, reason, at=now, cause=cause, offer_id=offer_id)
+    return notice_subject(provider_id), notice
 
 
 def decide(
@@ -297,14 +300,10 @@ def _step(
 
 
 def _notice(
-    offer: OfferRow, kind: NoticeKind, reason: str, now: datetime.datetime, cause: object
+    offer: OfferRow, kind: NoticeKind, reason: str, now: datetime.datetime, cause: str | int
 ) -> tuple[str, Message]:
-    return (
-        notice_subject(offer.provider_id),
-        messages.notice(
-            offer.referral_id, kind, reason, at=now, cause=str(cause), offer_id=offer.id
-        ),
-    )
+    """A notice to the provider of ``offer`` about it."""
+    return _told(offer.provider_id, offer.referral_id, kind, reason, now, cause, offer.id)
 
 
 def _respond(
@@ -314,10 +313,18 @@ def _respond(
     now: datetime.datetime,
 ) -> Decision:
     event: Event = "accept" if answer.accept else "decline"
-    tell: Notify = (answer.provider_id, "response_refused", answer.offer_id)
 
     def refused(why: str) -> Decision:
-        return refuse(referral, event, why, answer.message_id, tell=tell, now=now)
+        told = _told(
+            answer.provider_id,
+            answer.referral_id,
+            "response_refused",
+            why,
+            now,
+            answer.message_id,
+            answer.offer_id,
+        )
+        return refuse(referral, event, why, answer.message_id, notice=told)
 
     if referral is None:
         return refused("unknown referral")
@@ -413,10 +420,12 @@ def _progress(
     now: datetime.datetime,
 ) -> Decision:
     event = PROGRESS_EVENTS[report.status]
-    tell: Notify = (report.provider_id, "progress_refused", None)
 
     def refused(why: str) -> Decision:
-        return refuse(referral, event, why, report.message_id, tell=tell, now=now)
+        told = _told(
+            report.provider_id, report.referral_id, "progress_refused", why, now, report.message_id
+        )
+        return refuse(referral, event, why, report.message_id, notice=told)
 
     if referral is None:
         return refused("unknown referral")

@@ -14,6 +14,7 @@ of the stream.
 """
 
 import asyncio
+import functools
 
 import nats.errors
 import nats.js.errors
@@ -59,8 +60,10 @@ def ow_consumer_config(system: str) -> ConsumerConfig:
     return _config(ow_durable(system), [status_subject(system)])
 
 
+@functools.lru_cache(maxsize=65_536)
 def consumer_for(subject: str) -> ConsumerConfig | None:
-    """The party consumer an outbox subject lands on, if any (dead letters have none)."""
+    """The party consumer an outbox subject lands on, if any (dead letters have none).
+    Cached: asked for every published row, and a party's subjects do not change."""
     prefix, _, token = subject.rpartition(".")
     if prefix in (OFFERED_PREFIX, NOTICE_PREFIX):
         return provider_consumer_config(token)

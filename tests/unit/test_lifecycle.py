@@ -107,7 +107,7 @@ def referral(status: ReferralStatus = "offered") -> ReferralRow:
 
 
 def answer(provider: str = OFFER.provider_id, *, accept: bool = True, offer=OFFER.id) -> Respond:
-    return Respond(offer, provider, accept, "evening hours", uuid.uuid4())
+    return Respond(offer, provider, accept, "evening hours", uuid.uuid4(), RID)
 
 
 def test_decline_closes_the_offer_frees_the_place_and_asks_for_the_next_site() -> None:
