@@ -20,8 +20,10 @@ __all__ = [
     "Criteria",
     "exclusions",
     "missing_schema",
+    "provider_name",
     "release_place",
     "reserve_place",
+    "site_names",
     "suitable_query",
     "suitable_sites",
 ]
@@ -143,3 +145,19 @@ async def release_place(conn: Connection, site_id: str) -> None:
     await conn.execute(
         "UPDATE directory.site SET reserved = greatest(reserved - 1, 0) WHERE id = $1", site_id
     )
+
+
+async def site_names(conn: Connection, site_ids: Sequence[str]) -> dict[str, str]:
+    """The names of these sites, by id (the router's pages show them beside the ids)."""
+    rows = await conn.fetch(
+        "SELECT id, name FROM directory.site WHERE id = ANY($1::text[])", list(set(site_ids))
+    )
+    return {row["id"]: row["name"] for row in rows}
+
+
+async def provider_name(conn: Connection, provider_id: str) -> str | None:
+    """A provider's name, or None when there is no such provider."""
+    name: str | None = await conn.fetchval(
+        "SELECT name FROM directory.provider WHERE id = $1", provider_id
+    )
+    return name

@@ -13,6 +13,7 @@ from contracts.directory import FieldError, Problem
 
 PROBLEM_JSON = "application/problem+json"
 _UNKNOWN_FIELD = re.compile(r"^Object contains unknown field `(.*)`", re.DOTALL)
+_MISSING_FIELD = re.compile(r"^Object missing required field `(.*)`", re.DOTALL)
 
 
 def problem(
@@ -30,15 +31,15 @@ def on_validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> 
     # Litestar lists each failure as {"message", "key", "source"}: for a query parameter the
     # key is its name; for the body it is a path inside it ("services[0]"), or "data" for the
     # body as a whole. Body fields are reported as JSON paths ("$.services[0]", "$"), and a
-    # field the body may not carry by its own path ("$.reserved", "$.address.floor").
+    # field the body may not carry, or lacks, by its own path ("$.reserved", "$.address.name").
     errors = []
     for item in exc.extra if isinstance(exc.extra, list) else []:
         key = str(item.get("key") or "")
         message = str(item.get("message", ""))
         if item.get("source") == "body":
             key = "$" if key in ("", "data") else f"$.{key}"
-            if unknown := _UNKNOWN_FIELD.match(message):
-                key = f"{key}.{unknown.group(1)}"
+            if named := _UNKNOWN_FIELD.match(message) or _MISSING_FIELD.match(message):
+                key = f"{key}.{named.group(1)}"
         errors.append(FieldError(field=key or "$", message=message))
     return problem(422, "Invalid input", exc.detail, errors)
 

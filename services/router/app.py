@@ -13,40 +13,38 @@ referral each caller sees; what it may not see is a 404, as a referral that does
 import asyncio
 import contextlib
 import datetime
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import asyncpg
 import nats
 import nats.errors
 import structlog
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Response, get
 from litestar.datastructures import State
-from litestar.exceptions import HTTPException, NotFoundException, ValidationException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.params import PathParameter
 from nats.aio.client import Client as NatsClient
 
-from contracts.router import ReferralView
 from services.access.auth import PUBLIC, BearerAuth
 from services.access.errors import AccessError, on_access_error
-from services.access.principal import Principal
 from services.geo import default_gazetteer
 from services.infra.db import Connection, keep_session
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations
 from services.infra.nats_auth import redact, servers_option, strip_login, url_login
+from services.router.actions import Refused
+from services.router.api import ROUTES, on_refused
 from services.router.deadlines import deadline_policy, ontario_holidays
 from services.router.directory import SqlDirectory, missing_directory_schema
+from services.router.pages import PAGES
 from services.router.settings import RouterSettings
 from services.router.store import SqlStore
 from services.router.stream import set_up_stream
 from services.router.unit_of_work import Wiring
-from services.router.visibility import visible_view
 from services.router.worker import Router
 
 log = structlog.get_logger("router")
@@ -119,29 +117,6 @@ async def connect_nats(url: str, *, name: str = "eo-router") -> NatsClient:
             log.warning("nats.unavailable", url=redact(url), error=repr(exc), retry_in_s=delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-
-
-#: The OpenAPI ``security`` of the routes that need a token.
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-
-
-@get("/api/v1/referrals/{referral_id:uuid}", tags=["referrals"], security=BEARER)
-async def get_referral(
-    state: State,
-    request: Request[Principal, str, State],
-    referral_id: Annotated[uuid.UUID, PathParameter(description="The referral id OW chose.")],
-) -> ReferralView:
-    """A referral's state, its current offer, every offer and its full history with reasons.
-
-    An admin sees all of it; an OW system its own referrals; a provider a referral it has or
-    had an offer of, with only its own offers and history. Any other referral is a 404.
-    """
-    async with state.pool.acquire() as conn:
-        view = await SqlStore(conn).referral_view(referral_id)
-    visible = None if view is None else visible_view(view, request.user)
-    if visible is None:
-        raise NotFoundException(f"no referral {referral_id}")
-    return visible
 
 
 @get("/health", tags=["operations"], opt=PUBLIC)
@@ -228,12 +203,13 @@ def create_app(settings: RouterSettings) -> Litestar:
         ),
     )
     return Litestar(
-        route_handlers=[get_referral, health, ready],
+        route_handlers=[*ROUTES, health, ready, *PAGES],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         middleware=[DefineMiddleware(BearerAuth, exclude=f"^{openapi.path}")],
         exception_handlers={
             AccessError: on_access_error,
+            Refused: on_refused,
             ValidationException: on_validation_error,
             HTTPException: on_http_error,
             Exception: unexpected_error_handler("router"),
