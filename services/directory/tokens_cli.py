@@ -21,8 +21,10 @@ Tokens for the directory and router APIs (Authorization: Bearer <token>). Roles:
   admin     everything, in both
   staff     the directory: read providers and sites
   provider  the directory: read; write its own provider record and sites (--provider);
-            the router: its own offers and the referrals it holds
-  ow        an OW system (--system): the router: its own referrals; the directory: read
+            the router: its open offers and caseload (GET /api/v1/offers, /caseload),
+            accept / decline them, report progress; the provider inbox page (/inbox)
+  ow        an OW system (--system): the router: its own referrals (list, read, refer,
+            cancel / withdraw); the referral tracker page (/tracker); the directory: read
 A token is printed once, when issued: only its SHA-256 digest is stored. The bootstrap admin
 token (DIRECTORY_ADMIN_TOKEN / ROUTER_ADMIN_TOKEN or .state/admin-token) is not listed here.
 
