@@ -13,6 +13,7 @@ import contextlib
 import secrets
 import sys
 from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
@@ -22,8 +23,11 @@ import uvloop
 from nats.aio.client import Client as NatsClient
 
 from services import client
+from services.access.errors import AccessError
+from services.access.principal import Role
+from services.access.tokens import TokenStore
 from services.client import ClientError
-from services.demo import run_demo
+from services.demo import DEMO_SYSTEM, PERSON_PROVIDER, run_demo
 from services.directory.app import create_app
 from services.directory.hsds.cli import add_hsds_commands
 from services.directory.schema import MIGRATIONS as DIRECTORY_MIGRATIONS
@@ -64,7 +68,8 @@ configuration (environment variables):
                            (nats://router:<password>@host:port: the router's login)
   NATS_CREDENTIALS_DIR     folder of the NATS users' logins (<user>.json) for that server, used
                            by eo referral and the demo (embedded: EO_STATE_DIR/credentials)
-  EO_STATE_DIR             where embedded servers keep their data (default .state)
+  EO_STATE_DIR             where embedded servers keep their data, and eo run its admin and
+                           sample tokens (default .state)
   EO_PG_PORT, EO_NATS_PORT loopback ports of the embedded servers (default 55432, 44222)
   EO_LOG_LEVEL             debug, info (default), warning, error
   EO_OW_SYSTEMS            more OW systems that get a NATS user (comma-separated), besides
@@ -108,11 +113,104 @@ def admin_token(configured: str | None, state_dir: Path) -> str:
     return path.read_text().strip()
 
 
+@dataclass(frozen=True)
+class SampleLogin:
+    """A token ``eo run`` keeps in the state folder for a person to sign in to a page with."""
+
+    #: The router's page it signs in to.
+    page: str
+    #: Its file in the state folder.
+    file: str
+    #: Its name in the token table (``eo token list``).
+    name: str
+    role: Role
+    provider_id: str | None = None
+    system: str | None = None
+
+    @property
+    def holder(self) -> str:
+        return f"provider {self.provider_id}" if self.provider_id else f"OW system {self.system}"
+
+
+#: The provider inbox as the demo's sample provider, the tracker as the demo's OW system.
+SAMPLE_LOGINS = (
+    SampleLogin(
+        "inbox",
+        "sample-provider-token",
+        "make run: sample provider inbox",
+        "provider",
+        provider_id=PERSON_PROVIDER,
+    ),
+    SampleLogin(
+        "tracker",
+        "sample-ow-token",
+        f"make run: sample OW tracker ({DEMO_SYSTEM})",
+        "ow",
+        system=DEMO_SYSTEM,
+    ),
+)
+
+
+def _kept(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _keep(path: Path, text: str) -> None:
+    """Keep ``text`` in ``path``, readable by its owner only (as the admin token)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # also when an older file was there
+    path.write_text(text)
+
+
+async def kept_token(tokens: TokenStore, login: SampleLogin, state_dir: Path) -> str:
+    """The token kept in the state folder for ``login`` while it is active; else a new one,
+    issued and kept (a new database, or the token was revoked)."""
+    path = state_dir / login.file
+    if (text := _kept(path)) is not None:
+        found = await tokens.find_active(text)
+        owner = (login.role, login.provider_id, login.system)
+        if found is not None and (found.role, found.provider_id, found.system) == owner:
+            return text
+    _, text = await tokens.issue(
+        role=login.role, name=login.name, provider_id=login.provider_id, system=login.system
+    )
+    _keep(path, text)
+    return text
+
+
+async def sample_tokens(database_url: str, state_dir: Path, *, seed: bool) -> dict[str, str]:
+    """The text to show for each sample login, by page: its token, or why there is none.
+
+    With ``seed``, the seed is loaded first (idempotently, as the directory does when it
+    starts), so that the sample provider exists before its token is issued.
+    """
+    conn = await asyncpg.connect(database_url)
+    try:
+        if seed:
+            await load_seed(conn)
+        tokens = TokenStore(conn)
+        shown: dict[str, str] = {}
+        for login in SAMPLE_LOGINS:
+            try:
+                shown[login.page] = await kept_token(tokens, login, state_dir)
+            except (AccessError, asyncpg.PostgresError) as exc:
+                shown[login.page] = f"(none: {exc})"
+        return shown
+    finally:
+        await conn.close()
+
+
 def banner(
-    servers: Servers, directory: DirectorySettings, router: RouterSettings, state_dir: Path
+    servers: Servers,
+    directory: DirectorySettings,
+    router: RouterSettings,
+    state_dir: Path,
+    tokens: dict[str, str],
 ) -> str:
     base = f"http://{directory.host}:{directory.port}"
     routing = f"http://{router.host}:{router.port}"
+    inbox, tracker = SAMPLE_LOGINS
     embedded = ", ".join(servers.started) or "none (using DATABASE_URL / NATS_URL)"
     users = (
         f"users' logins in {servers.nats_credentials_dir}"
@@ -123,6 +221,12 @@ def banner(
   EO referrals is up.  Ctrl-C stops everything this command started.
 
   office finder   {base}/   (staff look up local offices; English and French)
+  provider inbox  {routing}/inbox     sign in as {inbox.holder}:
+                  {tokens[inbox.page]}
+  OW tracker      {routing}/tracker   sign in as {tracker.holder}:
+                  {tokens[tracker.page]}
+                  (paste the token into the page's sign-in; both are kept in the state
+                  folder, {inbox.file} and {tracker.file}, and reused until revoked)
   directory API   {base}/api/v1/sites/nearest?community=Almonte&service=resume_writing
   OpenAPI         {base}/schema   (health {base}/health, ready {base}/ready)
   router API      {routing}/api/v1/referrals/<referral_id>   (OpenAPI {routing}/schema)
@@ -146,7 +250,13 @@ async def _wait_ready(*urls: str) -> None:
             await asyncio.sleep(0.2)
 
 
-async def _demo(directory: DirectorySettings, router: RouterSettings, servers: Servers) -> None:
+async def _demo(
+    directory: DirectorySettings,
+    router: RouterSettings,
+    servers: Servers,
+    sign_in: str,
+    ow_token: str | None,
+) -> None:
     router_base = f"http://{router.host}:{router.port}"
 
     async def connect(user: str) -> NatsClient:
@@ -160,6 +270,8 @@ async def _demo(directory: DirectorySettings, router: RouterSettings, servers: S
             router_base,
             providers=seed_provider_ids(),
             directory_url=f"http://{directory.host}:{directory.port}",
+            sign_in=sign_in,
+            ow_token=ow_token,
         )
     except asyncio.CancelledError:
         raise
@@ -193,12 +305,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             if settings.apply_migrations
         ]
         asyncio.run(_migrate(servers.database_url, migrating))
-        print(banner(servers, directory, router, infra.state_dir), flush=True)
+        tokens = asyncio.run(
+            sample_tokens(servers.database_url, infra.state_dir, seed=directory.load_seed)
+        )
+        print(banner(servers, directory, router, infra.state_dir, tokens), flush=True)
         apps = [
             Served("directory", create_app(directory), directory.host, directory.port),
             Served("router", create_router_app(router), router.host, router.port),
         ]
-        demo = [] if args.no_demo else [_demo(directory, router, servers)]
+        files = " and ".join(login.file for login in SAMPLE_LOGINS)
+        sign_in = f"Sign in with the tokens printed at the start ({files} in the state folder)."
+        ow_token = tokens["tracker"] if tokens["tracker"].startswith("tok_") else None
+        demo = [] if args.no_demo else [_demo(directory, router, servers, sign_in, ow_token)]
         started = uvloop.run(serve_all(apps, also=[*_nats_user_sync(servers, infra), *demo]))
     return 0 if started else 1
 

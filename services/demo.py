@@ -14,6 +14,11 @@ The story, on the seed data:
 - a French-language referral from Pakenham finds no site that serves in French: ``unmatched``,
   with the explanation.
 
+Then two more referrals, from Almonte and Carleton Place, are offered to Canadian Career
+Academy (``PERSON_PROVIDER``) and left to a person: nothing here answers them; the person
+accepts or declines them in the provider inbox (``eo run`` prints the tokens to sign in with)
+and the live view prints what follows.
+
 The places in use at the sites (the directory's ``reserved`` of ``capacity``) are printed
 before and after. Every wait for the router is bounded (``STEP_S``): a router that does not
 handle a step says so in the output, and the demo goes on.
@@ -66,6 +71,7 @@ from services.client import (
     describe,
     directory_url as default_directory_url,
     get_bytes,
+    get_json,
     progress,
     publish,
     response,
@@ -83,6 +89,9 @@ STEP_S = 15.0
 DEMO_SYSTEM = "eo-demo"
 #: Where the places in use are looked at: the sites nearest to it (all the seed's).
 PLACES_NEAR = "Perth"
+#: The sample provider a person plays in the browser: the referrals of ``for_a_person`` are
+#: offered to its site in Carleton Place, and ``eo run`` prints a token to sign in as it.
+PERSON_PROVIDER = "canadian-career-academy"
 _HINT = f"is the router running, on contract v1.1 ({requested_subject(DEMO_SYSTEM)})?"
 
 
@@ -164,6 +173,24 @@ def samples() -> list[Sample]:
     ]
 
 
+def for_a_person() -> list[Sample]:
+    """The referrals left to a person, near ``PERSON_PROVIDER``'s site: nobody here answers."""
+    return [
+        Sample(
+            "Almonte (community)",
+            ClientLocation(community="Almonte"),
+            ["resume_writing", "job_search"],
+            "for you to accept or decline in the provider inbox",
+        ),
+        Sample(
+            "Carleton Place (community)",
+            ClientLocation(community="Carleton Place"),
+            ["interview_skills", "employment_counselling"],
+            "for you to accept or decline in the provider inbox",
+        ),
+    ]
+
+
 class Seen:
     """What the demo's parties received: the OW system's status events, the providers' offers
     and notices, by referral. The samples wait on it, each wait bounded."""
@@ -236,19 +263,7 @@ async def play(sample: Sample, cast: Cast) -> None:
     why in ``stopped`` and its story ends there.
     """
     rid, ref, seen, say = sample.referral_id, short(sample.referral_id), cast.seen, cast.say
-    request = build_request(
-        location=sample.location,
-        needs=sample.needs,
-        language=sample.language,
-        referral_id=rid,
-        system=DEMO_SYSTEM,
-        office_id="lanark",
-    )
-    say(
-        f"  [OW {DEMO_SYSTEM}] referral {ref} from {sample.label}, "
-        f"needs {', '.join(sample.needs)}, language {sample.language}"
-    )
-    await publish(cast.ow, requested_subject(DEMO_SYSTEM), request)
+    await send(sample, cast)
     accepted: ReferralOffered | None = None
     for attempt, (decision, reason) in enumerate(sample.answers, 1):
         offer = await seen.until(functools.partial(seen.offer, rid, attempt))
@@ -279,6 +294,36 @@ async def play(sample: Sample, cast: Cast) -> None:
             sample.stopped = await withdraw(step, accepted, cast)
         if sample.stopped:
             return
+
+
+async def send(sample: Sample, cast: Cast) -> None:
+    """The OW system sends ``sample``'s referral."""
+    request = build_request(
+        location=sample.location,
+        needs=sample.needs,
+        language=sample.language,
+        referral_id=sample.referral_id,
+        system=DEMO_SYSTEM,
+        office_id="lanark",
+    )
+    cast.say(
+        f"  [OW {DEMO_SYSTEM}] referral {short(sample.referral_id)} from {sample.label}, "
+        f"needs {', '.join(sample.needs)}, language {sample.language}"
+    )
+    await publish(cast.ow, requested_subject(DEMO_SYSTEM), request)
+
+
+async def leave_to_a_person(sample: Sample, cast: Cast) -> ReferralOffered | None:
+    """Send ``sample`` and wait for its first offer, which the demo does not answer."""
+    try:
+        await send(sample, cast)
+    except (ClientError, msgspec.ValidationError) as exc:
+        sample.stopped = str(exc)
+        return None
+    offer = await cast.seen.until(functools.partial(cast.seen.offer, sample.referral_id, 1))
+    if offer is None:
+        sample.stopped = f"no offer reached a provider within {STEP_S:.0f} s; {_HINT}"
+    return offer
 
 
 async def report(step: Progress, offer: ReferralOffered, cast: Cast) -> str | None:
@@ -359,17 +404,25 @@ async def run_demo(
     *,
     providers: Sequence[str],
     directory_url: str | None = None,
+    sign_in: str | None = None,
+    ow_token: str | None = None,
     say: Callable[[str], None] = print,
 ) -> list[Sample]:
-    """Send the samples, play their stories, print every event; keep the live view after.
+    """Send the samples, play their stories, print every event; leave two referrals to a
+    person; keep the live view after.
 
     Each party uses its own NATS user (``connect(user)`` opens a connection as that user): the
     OW side is the ``eo-demo`` system, which reads its own status events; each of
     ``providers`` answers its own offers and reads its own notices as ``provider-<id>``; the
     live view reads every event as the operator. ``directory_url`` (default: where ``eo run``
     serves it, from the environment) gives the places in use. Once every story has ended (or
-    stopped, each wait being bounded) the summary is printed; the live view keeps printing
-    events (also of referrals sent with ``eo referral send``) until the task is cancelled.
+    stopped, each wait being bounded) the summary is printed. Then the referrals of
+    ``for_a_person`` are sent and left unanswered, and where to answer them is printed, with
+    ``sign_in`` (how to sign in to the pages), if given. With ``ow_token`` (the ``eo-demo``
+    system's token), referrals an earlier run left open are called off first, so a kept state
+    folder does not fill the sample sites' places run after run. The live view keeps printing events
+    (of the person's answers, and of referrals sent with ``eo referral send``) until the task
+    is cancelled.
     """
     plan = samples()
     by_id = {sample.referral_id: sample for sample in plan}
@@ -408,6 +461,8 @@ async def run_demo(
         await ow.subscribe(status_subject(DEMO_SYSTEM), cb=on_own)
         for connection in connections:
             await connection.flush()  # subscribed before the first request goes out
+        if ow_token is not None and (note := await call_off_leftovers(ow, router_url, ow_token)):
+            say(note)
         before = await site_places(directory)
         say("")
         say("\n".join(show_places(before)))
@@ -416,12 +471,46 @@ async def run_demo(
         await asyncio.gather(*(_play_safely(sample, cast) for sample in plan))
         after = await site_places(directory)
         say(summary(plan, router_url, before, after))
+        waiting = for_a_person()
+        say(f"  Demo: sending {len(waiting)} referrals for you to answer in the browser.")
+        offers = await asyncio.gather(*(leave_to_a_person(sample, cast) for sample in waiting))
+        say(waiting_for_you(list(zip(waiting, offers, strict=True)), router_url, sign_in))
         await asyncio.Event().wait()  # keep the live view until cancelled
     finally:
         for connection in connections:
             with contextlib.suppress(Exception):
                 await connection.close()
     return plan
+
+
+#: The states of a referral that still holds (or may still take) a place at a site.
+OPEN_STATES = ("received", "offered", "accepted", "in_service")
+
+
+async def call_off_leftovers(ow: NatsClient, router_url: str, ow_token: str) -> str | None:
+    """Cancel or withdraw every ``eo-demo`` referral still open (an earlier run's), as the OW
+    system does: listed through the router's API with its token, called off on its cancel
+    subject. What was done, or None when there was nothing to do."""
+    query = "&".join(f"status={status}" for status in OPEN_STATES)
+    try:
+        page = await asyncio.to_thread(
+            get_json,
+            f"{router_url}/api/v1/referrals?{query}&limit=200",
+            server="the router",
+            token=ow_token,
+        )
+        open_ids = [uuid.UUID(item["referral_id"]) for item in page["items"]]
+        for referral_id in open_ids:
+            reason = "a new make run started: the earlier run's referrals are called off"
+            await publish(ow, cancel_subject(DEMO_SYSTEM), cancellation(referral_id, reason))
+    except ClientError as exc:
+        return f"  Demo: could not call off an earlier run's referrals ({exc})"
+    if not open_ids:
+        return None
+    return (
+        f"  Demo: called off {len(open_ids)} referral{'' if len(open_ids) == 1 else 's'} an "
+        "earlier run left open, giving their places back."
+    )
 
 
 async def _play_safely(sample: Sample, cast: Cast) -> None:
@@ -456,5 +545,39 @@ def summary(plan: list[Sample], router_url: str, before: Places | str, after: Pl
     )
     lines.append("  or, as OW: eo referral withdraw <id> --reason 'the client found work'")
     lines.append("  (with .venv/bin/eo, or `make run` in one terminal and these in another)")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def waiting_for_you(
+    left: list[tuple[Sample, ReferralOffered | None]], router_url: str, sign_in: str | None
+) -> str:
+    """Where the person finds the referrals left to them, and each one's offer."""
+    mine = sum(1 for _, offer in left if offer is not None and offer.provider_id == PERSON_PROVIDER)
+    lines = [
+        "",
+        f"  Waiting for you: {mine} new offer{'' if mine == 1 else 's'} in {PERSON_PROVIDER}'s "
+        f"inbox, {router_url}/inbox",
+        "  - accept or decline them there (the demo's sample providers leave them to you); the",
+        f"  tracker {router_url}/tracker shows them as {DEMO_SYSTEM} sees them. What you do",
+        "  prints below as it happens.",
+    ]
+    for sample, offer in left:
+        needs = ", ".join(sample.needs)
+        lines.append(f"  {sample.referral_id}  from {sample.label}, needs {needs}")
+        if offer is None:
+            lines.append(f"      (not offered: {sample.stopped})")
+            continue
+        lines.append(
+            f"      offered {offer.site_id} ({offer.distance_km:.1f} km), "
+            f"answer by {offer.expires_at:%Y-%m-%d %H:%M}Z"
+        )
+        if offer.provider_id != PERSON_PROVIDER:
+            lines.append(
+                f"      (to {offer.provider_id}, not {PERSON_PROVIDER}: sign in with its own "
+                f"token, eo token issue --role provider --provider {offer.provider_id} --name ...)"
+            )
+    if sign_in:
+        lines.append(f"  {sign_in}")
     lines.append("")
     return "\n".join(lines)

@@ -1,13 +1,15 @@
 """`eo run` (what `make run` starts) as a user sees it: up, seeded, telling the demo's story of
 contract v1.1 (accepted then in service then completed, not started, re-routed, withdrawn,
 unmatched; the places in use before and after), answering the `eo referral` commands through a
-referral's whole life, giving a provider added through the API its NATS login, and stopped by
-Ctrl-C.
+referral's whole life, giving a provider added through the API its NATS login, printing the
+provider inbox and OW tracker with a token for each, leaving two offers to a person, and stopped
+by Ctrl-C.
 """
 
 import asyncio
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -15,15 +17,20 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+import asyncpg
 import httpx
 import nats.errors
 import pytest
 from nats.aio.client import Client as NatsClient
 
+from services.access.tokens import TokenStore
+from services.cli import SAMPLE_LOGINS, sample_tokens
+from services.demo import DEMO_SYSTEM, PERSON_PROVIDER, THINK_S
 from services.infra.embedded import free_port
 from tests.waits import until_sync
 
@@ -116,6 +123,16 @@ def demo_summary(printed: Printed) -> str | None:
     start = text.find("Paths of the sample referrals:")
     end = text.find("Full history:", max(start, 0))
     return text[start:end] if 0 <= start < end else None
+
+
+def left_to_a_person(printed: Printed) -> list[str] | None:
+    """The ids of the referrals the demo left to a person, once it has said where they wait."""
+    text = printed.text()
+    start = text.find("Waiting for you:")
+    end = text.find("Sign in with the tokens", max(start, 0))
+    if not 0 <= start < end:
+        return None
+    return re.findall(r"^  ([0-9a-f-]{36})  from ", text[start:end], flags=re.MULTILINE)
 
 
 def eo_run_environment(prefix: str) -> tuple[Path, dict[str, int], dict[str, str]]:
@@ -215,7 +232,79 @@ def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
         until_sync(reaches("withdrawn"), within=30, every=0.2, what="withdrawn")
         # The sample providers answer after a second per step; once every story has ended, the
         # demo prints the paths.
-        until_sync(lambda: demo_summary(printed), within=60, every=0.1, what="the demo's paths")
+        paths = until_sync(
+            lambda: demo_summary(printed), within=60, every=0.1, what="the demo's paths"
+        )
+
+        # The pages, and a token to sign in to each: the sample provider and the demo's OW
+        # system, kept in the state folder.
+        banner = printed.text().split("Places in use", 1)[0]
+        assert f"provider inbox  {router}/inbox" in banner
+        assert f"OW tracker      {router}/tracker" in banner
+        provider_token = (state / "sample-provider-token").read_text().strip()
+        ow_token = (state / "sample-ow-token").read_text().strip()
+        for sample in SAMPLE_LOGINS:
+            assert (state / sample.file).stat().st_mode & 0o077 == 0
+        assert f"sign in as provider {PERSON_PROVIDER}: {provider_token}" in flat(banner)
+        assert f"sign in as OW system {DEMO_SYSTEM}: {ow_token}" in flat(banner)
+
+        def read(referral: str, token: str) -> dict[str, Any]:
+            got = httpx.get(
+                f"{router}/api/v1/referrals/{referral}",
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            assert got.status_code == 200, got.text
+            body: dict[str, Any] = got.json()
+            return body
+
+        # The OW token reads the demo's referrals; the provider token those offered to it.
+        almonte = paths.split("Paths of the sample referrals:")[1].split()[0]
+        assert read(almonte, ow_token)["status"] == "completed"
+        assert read(almonte, provider_token)["status"] == "completed"
+        # ... and not the referral the test sent as eo-cli to another provider.
+        assert (
+            httpx.get(
+                f"{router}/api/v1/referrals/{referral_id}",
+                headers={"Authorization": f"Bearer {ow_token}"},
+            ).status_code
+            == 404
+        )
+
+        # Two referrals are left to a person: offered to the sample provider, and nobody here
+        # answers them (the sample providers take THINK_S to answer).
+        waiting = until_sync(
+            lambda: left_to_a_person(printed), within=30, every=0.1, what="the offers left"
+        )
+        assert len(waiting) == 2, printed.text()
+        assert f"Waiting for you: 2 new offers in {PERSON_PROVIDER}'s inbox, {router}/inbox" in (
+            flat(printed.text())
+        )
+        time.sleep(THINK_S + 1)
+        for referral in waiting:
+            for token in (ow_token, provider_token):
+                view = read(referral, token)
+                assert view["status"] == "offered", view
+                assert view["current_offer"]["provider_id"] == PERSON_PROVIDER
+                assert view["current_offer"]["state"] == "open"
+
+        # A person answers one by hand, through the API the inbox page uses: the provider's
+        # open offers are the two, and accepting one shows to eo-demo as accepted.
+        as_provider = {"Authorization": f"Bearer {provider_token}"}
+        listed = httpx.get(f"{router}/api/v1/offers", headers=as_provider)
+        assert listed.status_code == 200, listed.text
+        offers = {item["referral_id"]: item["offer_id"] for item in listed.json()["items"]}
+        assert sorted(offers) == sorted(waiting)
+        accepted, still_open = waiting
+        by_hand = httpx.post(
+            f"{router}/api/v1/offers/{offers[accepted]}/accept", headers=as_provider
+        )
+        assert by_hand.status_code == 202, by_hand.text
+        until_sync(
+            lambda: read(accepted, ow_token)["status"] == "accepted", within=15, what="accepted"
+        )
+        live = f"[stream] referral {accepted[:8]} accepted {PERSON_PROVIDER}-carleton-place"
+        until_sync(lambda: live in flat(printed.text()), within=15, what="the live view")
+        assert read(still_open, ow_token)["status"] == "offered"
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=60)
@@ -253,3 +342,42 @@ def test_eo_run_routes_the_demo_and_cli_referrals_until_ctrl_c() -> None:
     assert "ontrac-employment-resource-services-smiths-falls 0 -> 1 of 25" in told
     for port in ports.values():
         assert not port_open(port)
+    for referral in waiting:  # nobody but a person answers them
+        assert f"accepts referral {referral[:8]}" not in told
+        assert f"declines referral {referral[:8]}" not in told
+
+
+async def test_the_sample_tokens_are_kept_and_reused_while_active(
+    fresh_database_url: str, tmp_path: Path
+) -> None:
+    kept = await sample_tokens(fresh_database_url, tmp_path, seed=True)
+    assert set(kept) == {"inbox", "tracker"}
+    files = {login.page: tmp_path / login.file for login in SAMPLE_LOGINS}
+    for page, path in files.items():
+        assert path.read_text() == kept[page]
+        assert path.stat().st_mode & 0o777 == 0o600
+    conn = await asyncpg.connect(fresh_database_url)
+    try:
+        tokens = TokenStore(conn)
+        provider = await tokens.find_active(kept["inbox"])
+        ow = await tokens.find_active(kept["tracker"])
+        assert provider is not None
+        assert (provider.role, provider.provider_id) == ("provider", PERSON_PROVIDER)
+        assert ow is not None
+        assert (ow.role, ow.system) == ("ow", DEMO_SYSTEM)
+
+        # Reused on a later run while active; re-issued once revoked, or unknown to the
+        # database (a new one).
+        assert await sample_tokens(fresh_database_url, tmp_path, seed=False) == kept
+        await tokens.revoke(provider.id)
+        files["tracker"].write_text("tok_000000000000.from-an-older-database")
+        again = await sample_tokens(fresh_database_url, tmp_path, seed=False)
+    finally:
+        await conn.close()
+    assert again["inbox"] != kept["inbox"]
+    assert again["tracker"] != kept["tracker"]
+    assert again["inbox"].startswith("tok_")
+    assert again["tracker"].startswith("tok_")
+    for page, path in files.items():
+        assert path.read_text() == again[page]
+        assert path.stat().st_mode & 0o777 == 0o600
