@@ -43,6 +43,7 @@ from services.infra.http import (
     unexpected_error_handler,
 )
 from services.infra.migrations import apply_migrations, pending_migrations
+from services.web import common_static_router
 
 log = structlog.get_logger("directory")
 
@@ -118,6 +119,7 @@ def create_app(settings: DirectorySettings) -> Litestar:
             hsds_router,
             office_finder,
             static_files,
+            common_static_router(),
         ],
         lifespan=[lifespan],
         state=State({"settings": settings, "geocoder": make_geocoder(settings)}),

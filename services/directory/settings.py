@@ -19,6 +19,9 @@ class DirectorySettings(msgspec.Struct, frozen=True, kw_only=True):
     #: "offline" (bundled gazetteer) or "nominatim" (OpenStreetMap; needs network access).
     geocoder: str = "offline"
     geocoder_user_agent: str = "eo-referrals-directory"
+    #: The router's public address, for the office finder's links to the provider inbox and
+    #: the referral tracker (the router serves them).
+    router_url: str = "http://127.0.0.1:8001"
 
     @classmethod
     def from_env(

@@ -36,7 +36,7 @@ from contracts.router import (
     ReferralView,
 )
 from services.access.principal import Principal
-from services.directory.candidates import provider_name
+from services.directory import candidates
 from services.infra.http import PROBLEM_JSON, problem
 from services.router import actions, reads
 from services.router.actions import Outgoing, Refused
@@ -138,7 +138,7 @@ async def me(state: State, request: Req) -> Caller:
     name = None
     if caller.provider_id is not None:
         async with state.pool.acquire() as conn:
-            name = await provider_name(conn, caller.provider_id)
+            name = await candidates.provider_name(conn, caller.provider_id)
     return Caller(
         role=caller.role, provider_id=caller.provider_id, provider_name=name, system=caller.system
     )

@@ -17,7 +17,7 @@ import msgspec
 
 from contracts.referrals import Source
 from contracts.router import CaseloadEntry, OpenOffer, ReferralSummary
-from services.directory.candidates import site_names
+from services.directory import candidates
 from services.infra.db import Connection
 from services.router.actions import HeldReferral, OfferOwner, ReferralOwner
 
@@ -91,7 +91,7 @@ async def referral_summaries(conn: Connection, where: ReferralFilter) -> list[Re
         """,
         *args,
     )
-    names = await site_names(conn, [row["site_id"] for row in rows if row["site_id"]])
+    names = await candidates.site_names(conn, [row["site_id"] for row in rows if row["site_id"]])
     return [
         ReferralSummary(
             referral_id=row["id"],
@@ -134,7 +134,7 @@ async def open_offers(conn: Connection, provider_id: str | None) -> list[OpenOff
         """,
         *_provider_arg(provider_id),
     )
-    names = await site_names(conn, [row["site_id"] for row in rows])
+    names = await candidates.site_names(conn, [row["site_id"] for row in rows])
     return [
         OpenOffer(
             offer_id=row["id"],
@@ -170,7 +170,7 @@ async def caseload(conn: Connection, provider_id: str | None) -> list[CaseloadEn
         """,
         *_provider_arg(provider_id),
     )
-    names = await site_names(conn, [row["site_id"] for row in rows])
+    names = await candidates.site_names(conn, [row["site_id"] for row in rows])
     return [
         CaseloadEntry(
             referral_id=row["id"],

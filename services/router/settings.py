@@ -51,6 +51,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     db_command_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     message_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     apply_migrations: bool = True
+    #: The office finder's public address (the directory serves it), for the links back to it
+    #: from the provider inbox and the referral tracker.
+    finder_url: str = "http://127.0.0.1:8000/"
 
     @classmethod
     def from_env(

@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 import uvicorn
 from axe_playwright_python.async_playwright import Axe
+from litestar import Litestar
 from playwright.async_api import BrowserContext, Page, async_playwright, expect
 
 from services.directory.app import create_app
@@ -62,13 +63,14 @@ def chromium_path() -> str:
 Finder = tuple[str, Callable[[], Awaitable[None]]]
 
 
-@pytest.fixture
-async def finder(fresh_database_url: str) -> AsyncIterator[Finder]:
-    """The directory (page and API) under uvicorn on a free port: its URL, and a function that
-    stops it (for the outage test)."""
-    app = create_app(DirectorySettings(database_url=fresh_database_url))
+@contextlib.asynccontextmanager
+async def serving(app: Litestar, port: int | None = None) -> AsyncIterator[Finder]:
+    """``app`` under uvicorn on a free loopback port (or ``port``): its URL, and a function
+    that stops it (for the outage tests)."""
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port or free_port(), log_level="warning", lifespan="on"
+        )
     )
     task = asyncio.create_task(server.serve())
 
@@ -78,7 +80,7 @@ async def finder(fresh_database_url: str) -> AsyncIterator[Finder]:
             raise AssertionError("uvicorn stopped before it started serving")
         return bool(server.started)
 
-    await until(started, within=30, what="uvicorn to serve the directory")
+    await until(started, within=30, what="uvicorn to serve the app")
 
     async def stop() -> None:
         server.should_exit = True
@@ -88,6 +90,14 @@ async def finder(fresh_database_url: str) -> AsyncIterator[Finder]:
         yield f"http://127.0.0.1:{server.config.port}", stop
     finally:
         await stop()
+
+
+@pytest.fixture
+async def finder(fresh_database_url: str) -> AsyncIterator[Finder]:
+    """The directory (page and API) under uvicorn on a free port: its URL, and a function that
+    stops it (for the outage test)."""
+    async with serving(create_app(DirectorySettings(database_url=fresh_database_url))) as served:
+        yield served
 
 
 @contextlib.asynccontextmanager

@@ -1,5 +1,6 @@
 """Which room may import which: the router reaches the directory through one module, the
-infrastructure knows no service, and the router's decisions load no I/O library."""
+infrastructure knows no service, the pages' shared assets know neither service, and the
+router's decisions load no I/O library."""
 
 import ast
 import subprocess
@@ -44,6 +45,18 @@ def test_the_infrastructure_imports_no_service() -> None:
             n for n in names if n.startswith("services.") and not n.startswith("services.infra")
         )
         for module, names in imported_modules("services/infra").items()
+    }
+    assert {module: names for module, names in offending.items() if names} == {}
+
+
+def test_the_shared_web_assets_import_no_service_but_access() -> None:
+    """``services.web`` serves both services' pages: it may know who calls (``PUBLIC``), not
+    either service."""
+    offending = {
+        module: sorted(
+            n for n in names if n.startswith("services.") and not n.startswith("services.access")
+        )
+        for module, names in imported_modules("services/web").items()
     }
     assert {module: names for module, names in offending.items() if names} == {}
 

@@ -1,5 +1,6 @@
 // The office finder: a static page over the directory's public JSON API
 // (/api/v1/taxonomy, /api/v1/communities, /api/v1/sites/nearest). No build step, no framework.
+// The language is the shared switch's (/common/lang.js, loaded first).
 "use strict";
 
 const TEXT = {
@@ -28,8 +29,9 @@ const TEXT = {
     results: "Results",
     loading: "Loading…",
     attribution: "Postal code and place coordinates: GeoNames (CC BY 4.0) and Statistics Canada. Distances are straight-line.",
-    toggle: "Français",
-    toggle_lang: "fr",
+    page_links: "Other pages",
+    inbox_link: "Provider inbox: offers and caseload",
+    tracker_link: "Referral tracker for Ontario Works staff",
     searching: "Searching…",
     found: (n, where) => n === 1 ? `1 office found near ${where}.` : `${n} offices found near ${where}.`,
     no_results: (where) => `No office matches these filters near ${where}. Try fewer filters.`,
@@ -92,8 +94,9 @@ const TEXT = {
     results: "Résultats",
     loading: "Chargement…",
     attribution: "Coordonnées des codes postaux et des localités : GeoNames (CC BY 4.0) et Statistique Canada. Les distances sont à vol d’oiseau.",
-    toggle: "English",
-    toggle_lang: "en",
+    page_links: "Autres pages",
+    inbox_link: "Boîte de réception des fournisseurs : offres et dossiers",
+    tracker_link: "Suivi des aiguillages pour le personnel d’Ontario au travail",
     searching: "Recherche en cours…",
     found: (n, where) => n === 1 ? `1 bureau trouvé près de ${where}.` : `${n} bureaux trouvés près de ${where}.`,
     no_results: (where) => `Aucun bureau ne correspond à ces filtres près de ${where}. Essayez avec moins de filtres.`,
@@ -133,24 +136,14 @@ const TEXT = {
   },
 };
 
-const STORAGE_KEY = "eo-office-finder-language";
 const state = {
-  lang: initialLanguage(),
+  lang: window.EOLanguage.lang,
   terms: { services: [], accessibility: [] },
   names: {},
   coords: null,
   last: null, // { body, where } of the last successful search, re-rendered on a language switch
   suggestTimer: null,
 };
-
-function initialLanguage() {
-  try {
-    const saved = localStorage.getItem(STORAGE_KEY);
-    if (saved === "en" || saved === "fr") return saved;
-  } catch (_) { /* storage may be disabled */ }
-  const preferred = (navigator.languages && navigator.languages[0]) || navigator.language || "en";
-  return preferred.toLowerCase().startsWith("fr") ? "fr" : "en";
-}
 
 const $ = (id) => document.getElementById(id);
 const t = () => TEXT[state.lang];
@@ -168,25 +161,16 @@ function el(tag, attrs = {}, ...children) {
 
 // -- language ------------------------------------------------------------------------------------
 
-function applyLanguage() {
+function applyLanguage(lang) {
+  state.lang = lang;
   const text = t();
-  document.documentElement.lang = state.lang;
   document.title = text.title;
   for (const node of document.querySelectorAll("[data-i18n]")) {
     const value = text[node.dataset.i18n];
     if (typeof value === "string") node.textContent = value;
   }
-  const toggle = $("language-toggle");
-  toggle.textContent = text.toggle;
-  toggle.lang = text.toggle_lang;
   renderTerms();
   if (state.last) renderResults(state.last.body, state.last.where);
-}
-
-function toggleLanguage() {
-  state.lang = state.lang === "en" ? "fr" : "en";
-  try { localStorage.setItem(STORAGE_KEY, state.lang); } catch (_) { /* not kept */ }
-  applyLanguage();
 }
 
 // -- taxonomy (service and accessibility names in both languages) --------------------------------
@@ -397,7 +381,7 @@ function resultItem(match, origin) {
   fact(text.referrals, document.createTextNode(site.accepting_referrals && site.reserved < site.capacity ? text.accepting_yes : text.accepting_no));
   fact(text.verified, document.createTextNode(verified));
 
-  return el("li", { class: "result" },
+  return el("li", { class: "card result" },
     el("article", {},
       el("h3", {},
         el("span", { class: "site-name", text: site.name }),
@@ -423,7 +407,6 @@ function hoursList(hours) {
 
 function start() {
   $("search-form").addEventListener("submit", search);
-  $("language-toggle").addEventListener("click", toggleLanguage);
   $("use-location").addEventListener("click", useLocation);
   $("print-button").addEventListener("click", () => window.print());
   $("community").addEventListener("input", () => {
@@ -433,7 +416,7 @@ function start() {
   $("postal-code").addEventListener("input", () => {
     if ($("postal-code").value) { $("community").value = ""; state.coords = null; }
   });
-  applyLanguage();
+  window.EOLanguage.subscribe(applyLanguage);
   loadTaxonomy();
 }
 
