@@ -23,11 +23,9 @@ from services.directory.controllers import (
     search,
     taxonomy,
 )
-from services.directory.edge import before_request
 from services.directory.errors import DirectoryError
 from services.directory.hsds.api import hsds_router
-from services.directory.limits import MAX_BODY_BYTES
-from services.directory.openapi import ClosedStructSchemaPlugin, openapi_config
+from services.directory.openapi import openapi_config
 from services.directory.placement import make_geocoder
 from services.directory.schema import MIGRATIONS
 from services.directory.seed import load_seed
@@ -35,7 +33,9 @@ from services.directory.settings import DirectorySettings
 from services.directory.store import DirectoryStore
 from services.directory.web import office_finder, static_files
 from services.geo import UnresolvableLocation, default_gazetteer
+from services.infra.access_log import access_logged
 from services.infra.db import keep_session
+from services.infra.edge import MAX_BODY_BYTES, before_request
 from services.infra.http import (
     on_http_error,
     on_validation_error,
@@ -43,6 +43,7 @@ from services.infra.http import (
     unexpected_error_handler,
 )
 from services.infra.migrations import apply_migrations, pending_migrations
+from services.infra.openapi import ClosedStructSchemaPlugin
 from services.web import common_static_router
 
 log = structlog.get_logger("directory")
@@ -107,7 +108,7 @@ def create_app(settings: DirectorySettings) -> Litestar:
             await pool.close()
 
     openapi = openapi_config()
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             health,
             ready,
@@ -143,3 +144,4 @@ def create_app(settings: DirectorySettings) -> Litestar:
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,
     )
+    return access_logged(app, "directory")

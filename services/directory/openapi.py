@@ -1,28 +1,19 @@
 """The directory's OpenAPI document says what the service does: its bearer scheme, every problem
-response an operation can give, and that request bodies take no fields beyond their own.
+response an operation can give, and that request bodies take no fields beyond their own (the
+parts both services share are ``services.infra.openapi``'s).
 
 ``tests/faults/test_directory_api_schemathesis.py`` holds the service to this document.
 """
 
-from typing import Any
-
-import msgspec
-from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import Components, Example, Schema, SecurityScheme
-from litestar.typing import FieldDefinition
+from litestar.openapi.spec import Example
 
-from contracts.directory import Problem
-from services.directory.limits import (
-    MAX_BODY_BYTES,
-    MAX_QUERY_CHARS,
-    MAX_QUERY_PARAMETERS,
-    MAX_QUERY_VALUES,
+from services.infra.edge import LIMITS, MAX_BODY_BYTES
+from services.infra.openapi import (
+    BEARER as BEARER,  # the controllers' ``openapi.BEARER``
+    bearer_components,
+    problem_responses,
 )
-from services.infra.http import PROBLEM_JSON
-
-#: ``security`` of every operation that needs a token.
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 
 _WHEN = {
     400: "The body is not JSON",
@@ -37,12 +28,7 @@ _WHEN = {
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
     """``responses`` of an operation: an RFC 9457 problem document for each status."""
-    return {
-        status: ResponseSpec(
-            Problem, description=_WHEN[status], media_type=PROBLEM_JSON, generate_examples=False
-        )
-        for status in statuses
-    }
+    return problem_responses(_WHEN, *statuses)
 
 
 # What each kind of operation can answer besides success. Litestar documents its own 400 for
@@ -99,22 +85,6 @@ SAME_SITE = [
 SITE_CHANGES = [Example(summary="stop taking referrals", value={"accepting_referrals": False})]
 
 
-class ClosedStructSchemaPlugin(StructSchemaPlugin):
-    """Structs with ``forbid_unknown_fields`` get ``additionalProperties: false``.
-
-    Litestar leaves it out, so the document would promise that a body may carry extra fields
-    which the service then refuses with 422. (Subclasses Litestar's own, private, plugin:
-    litestar is pinned below 3.)
-    """
-
-    def to_openapi_schema(self, field_definition: FieldDefinition, schema_creator: Any) -> Schema:
-        schema = super().to_openapi_schema(field_definition, schema_creator)
-        info = msgspec.inspect.type_info(field_definition.type_)
-        if isinstance(info, msgspec.inspect.StructType) and info.forbid_unknown_fields:
-            schema.additional_properties = False
-        return schema
-
-
 def openapi_config() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="EO provider directory",
@@ -124,17 +94,9 @@ def openapi_config() -> OpenAPIConfig:
             "Reads of providers and sites need a bearer token (staff, provider, ow or admin); "
             "writes need an admin token, or a provider token for that provider's own records. "
             "The nearest-site search, the taxonomy, /health and /ready are public. Limits: "
-            f"bodies up to {MAX_BODY_BYTES} bytes (413 above); pages up to 100 items; at most "
-            f"{MAX_QUERY_PARAMETERS} query parameters, each given at most {MAX_QUERY_VALUES} "
-            f"times, values up to {MAX_QUERY_CHARS} characters (422 above)."
+            f"pages up to 100 items; {LIMITS}."
         ),
-        components=Components(
-            security_schemes={
-                "bearer": SecurityScheme(
-                    type="http",
-                    scheme="bearer",
-                    description="an API token from `eo token issue` (or the bootstrap admin token)",
-                )
-            }
+        components=bearer_components(
+            "an API token from `eo token issue` (or the bootstrap admin token)"
         ),
     )

@@ -18,6 +18,7 @@ import binascii
 import datetime
 import uuid
 from dataclasses import dataclass
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -97,6 +98,30 @@ class Outgoing:
         return self.message.referral_id
 
 
+def _checked(
+    subject: str,
+    message: ReferralRequested | ReferralCancel | ReferralResponse | ReferralProgress,
+) -> Outgoing:
+    """``Outgoing``, unless a text in the message holds the NUL character: valid JSON, but the
+    router dead-letters such a message (no PostgreSQL text can hold it), so it is refused here,
+    before anything is published, naming the field (the body's field of the same path)."""
+    if field := _nul_at(msgspec.to_builtins(message), "$"):
+        raise Refused(422, "a text may not contain the NUL character (\\u0000)", field=field)
+    return Outgoing(subject, message)
+
+
+def _nul_at(value: Any, path: str) -> str | None:
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        children = [(f"{path}.{key}", item) for key, item in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{path}[{index}]", item) for index, item in enumerate(value)]
+    else:
+        return None
+    return next((at for child, item in children if (at := _nul_at(item, child))), None)
+
+
 def message_id(idempotency_key: str | None) -> uuid.UUID:
     """The message id of a write: its ``Idempotency-Key`` header, a UUID, when sent (a retried
     POST with it is the same message: JetStream and the router drop the repeat); else new."""
@@ -135,20 +160,23 @@ def intake(
             f"source.system must be the token's OW system, {system!r} (or left out)",
             field="$.source.system",
         )
-    message = ReferralRequested(
-        message_id=mid,
-        referral_id=body.referral_id,
-        requested_at=body.requested_at or now,
-        source=Source(system=system, office_id=body.source.office_id),
-        client=body.client,
-        needs=body.needs,
-        max_distance_km=body.max_distance_km,
-        preferred_provider_id=body.preferred_provider_id,
-        exclude_provider_ids=body.exclude_provider_ids,
-        action_plan_ref=body.action_plan_ref,
-        consent_ref=body.consent_ref,
-    )
-    return Outgoing(requested_subject(system), message)
+    try:
+        message = ReferralRequested(
+            message_id=mid,
+            referral_id=body.referral_id,
+            requested_at=body.requested_at or now,
+            source=Source(system=system, office_id=body.source.office_id),
+            client=body.client,
+            needs=body.needs,
+            max_distance_km=body.max_distance_km,
+            preferred_provider_id=body.preferred_provider_id,
+            exclude_provider_ids=body.exclude_provider_ids,
+            action_plan_ref=body.action_plan_ref,
+            consent_ref=body.consent_ref,
+        )
+    except ValueError as exc:  # its __post_init__: a service code given twice
+        raise Refused(422, str(exc), field="$.needs") from None
+    return _checked(requested_subject(system), message)
 
 
 def cancel(
@@ -162,7 +190,7 @@ def cancel(
     if referral.status in TERMINAL_STATUSES:
         raise Refused(409, f"the referral is already {referral.status}: nothing to call off")
     message = ReferralCancel(message_id=mid, referral_id=referral.referral_id, reason=body.reason)
-    return Outgoing(cancel_subject(system), message)
+    return _checked(cancel_subject(system), message)
 
 
 def respond(
@@ -188,7 +216,7 @@ def respond(
         },
         ReferralResponse,
     )
-    return Outgoing(response_subject(provider_id), message)
+    return _checked(response_subject(provider_id), message)
 
 
 def report(
@@ -228,7 +256,7 @@ def report(
         )
     except msgspec.ValidationError as exc:  # the code does not fit the status
         raise Refused(422, str(exc), field="$.code") from None
-    return Outgoing(progress_subject(provider_id), message)
+    return _checked(progress_subject(provider_id), message)
 
 
 # -- lists --------------------------------------------------------------------------------------
@@ -247,8 +275,9 @@ def decode_cursor(cursor: str) -> tuple[datetime.datetime, uuid.UUID]:
         created_at = datetime.datetime.fromisoformat(at)
         if created_at.tzinfo is None:
             raise ValueError("naive time")
-        return created_at, uuid.UUID(rid)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+        # In UTC, as PostgreSQL takes it: year 1 at +14:00 is before the first UTC day.
+        return created_at.astimezone(datetime.UTC), uuid.UUID(rid)
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise Refused(
             422, "cursor is not one this API gave (use the `next` of a page)", field="cursor"
         ) from None
@@ -264,10 +293,9 @@ def day_bounds(
     def midnight(day: datetime.date) -> datetime.datetime:
         return datetime.datetime.combine(day, datetime.time(), TORONTO)
 
-    return (
-        None if first is None else midnight(first),
-        None if last is None else midnight(last + datetime.timedelta(days=1)),
-    )
+    # The calendar's last day has no day after it, and nothing is later: no bound.
+    until = None if last is None or last == datetime.date.max else last + datetime.timedelta(1)
+    return (None if first is None else midnight(first), None if until is None else midnight(until))
 
 
 def list_scope(caller: Principal, *, lists: str, system: str | None = None) -> str | None:

@@ -10,7 +10,7 @@ the answer is 202 with the message id and where to look.
 
 import datetime
 import uuid
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import nats.errors
 import structlog
@@ -18,11 +18,13 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import State
 from litestar.exceptions import NotFoundException
 from litestar.openapi import ResponseSpec
-from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.openapi.spec import Example
+from litestar.params import Body, HeaderParameter, PathParameter, QueryParameter
 
-from contracts.codec import encode
+from contracts.codec import derive_message_id, encode
+from contracts.common import Slug
 from contracts.directory import FieldError, Problem
-from contracts.referrals import ReferralStatus
+from contracts.referrals import OpaqueRef, ReferralStatus
 from contracts.router import (
     Caller,
     CancelRequest,
@@ -37,7 +39,9 @@ from contracts.router import (
 )
 from services.access.principal import Principal
 from services.directory import candidates
-from services.infra.http import PROBLEM_JSON, problem
+from services.infra.edge import MAX_BODY_BYTES
+from services.infra.http import problem
+from services.infra.openapi import BEARER, problem_responses
 from services.router import actions, reads
 from services.router.actions import Outgoing, Refused
 from services.router.store import SqlStore
@@ -45,33 +49,27 @@ from services.router.visibility import visible_view
 
 log = structlog.get_logger("router.api")
 
-#: The OpenAPI ``security`` of the routes that need a token.
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-
 _WHEN = {
     400: "The body is not JSON",
     401: "No token, or an unknown or revoked one (WWW-Authenticate: Bearer)",
     403: "This token's role never does this (the problem says whose token to use)",
     404: "No such referral or offer of the caller's (another party's is not confirmed to exist)",
     409: "The referral or offer is no longer in a state that allows it (detail says why)",
+    413: f"The body is larger than {MAX_BODY_BYTES} bytes",
     422: "A parameter, header or body field is invalid; errors[].field names it",
     503: "NATS did not store the message; retry with the same Idempotency-Key",
 }
 
 
 def problems(*statuses: int) -> dict[int, ResponseSpec]:
-    return {
-        status: ResponseSpec(
-            Problem, description=_WHEN[status], media_type=PROBLEM_JSON, generate_examples=False
-        )
-        for status in statuses
-    }
+    return problem_responses(_WHEN, *statuses)
 
 
 LIST = problems(400, 401, 403, 422)
 READ_ONE = problems(400, 401, 404, 422)
-WRITE = problems(400, 401, 403, 404, 409, 422, 503)
-INTAKE = problems(400, 401, 403, 422, 503)
+WRITE = problems(400, 401, 403, 404, 409, 413, 422, 503)
+ANSWER = problems(400, 401, 403, 404, 409, 422, 503)  # an accept has no body
+INTAKE = problems(400, 401, 403, 413, 422, 503)
 
 Req = Request[Principal, str, State]
 IdempotencyKey = Annotated[
@@ -80,11 +78,60 @@ IdempotencyKey = Annotated[
         name="Idempotency-Key",
         required=False,
         max_length=100,
+        format="uuid",
         description="A UUID: the message id, so a retried POST is one message.",
+        # A header is a string or absent, never null (which Litestar would say of `| None`).
+        schema_extra={"oneOf": None, "type": "string"},
     ),
 ]
-ReferralIdPath = Annotated[uuid.UUID, PathParameter(description="The referral id OW chose.")]
-OfferIdPath = Annotated[uuid.UUID, PathParameter(description="The offer id of the offer.")]
+
+# Examples: a referral and its first offer (offer ids derive from the referral's, as the router
+# makes them), and a body of each write. ``tests/faults/test_router_api_schemathesis.py`` seeds
+# these referrals first, so schemathesis's examples reach real rows.
+#: An example referral, offered to a provider and still open.
+OPEN_REFERRAL = uuid.UUID("3f0e1c52-7a4d-4e8b-9c61-2d5f8a7b6c10")
+#: An example referral a provider has accepted.
+HELD_REFERRAL = uuid.UUID("6b2d9e41-0c3f-4a57-8e19-5a7c3d2b1f08")
+OPEN_OFFER = derive_message_id(OPEN_REFERRAL, "offer", 1)
+_REFERRAL_IDS = [
+    Example(summary="a referral with an open offer", value=str(OPEN_REFERRAL)),
+    Example(summary="a referral a provider accepted", value=str(HELD_REFERRAL)),
+]
+_OFFER_IDS = [Example(summary="the open offer of the first", value=str(OPEN_OFFER))]
+_INTAKE = [
+    Example(
+        summary="a client in Almonte needing help with a resume",
+        value={
+            "referral_id": "0d9c8b7a-6f5e-4d3c-8b2a-190f8e7d6c5b",
+            "source": {"office_id": "smiths-falls"},
+            "client": {
+                "client_ref": "c-4f2a91",
+                "location": {"community": "Almonte"},
+                "language": "en",
+                "eligibility": ["ow_recipient"],
+            },
+            "needs": ["resume_writing", "interview_skills"],
+        },
+    )
+]
+_CANCEL = [Example(summary="the client moved", value={"reason": "client moved away"})]
+_DECLINE = [Example(summary="no room", value={"reason": "no intake until January"})]
+_PROGRESS = [
+    Example(summary="the client started", value={"status": "in_service"}),
+    Example(summary="completed: employed", value={"status": "completed", "code": "employed"}),
+]
+
+ReferralIdPath = Annotated[
+    uuid.UUID, PathParameter(description="The referral id OW chose.", examples=_REFERRAL_IDS)
+]
+OfferIdPath = Annotated[
+    uuid.UUID, PathParameter(description="The offer id of the offer.", examples=_OFFER_IDS)
+]
+# The contracts' constraints of an office or system id and a provider id, so a query value that
+# cannot be one (a NUL character, say, which PostgreSQL refuses) is a 422, not a lookup.
+# (Litestar reads a parameter's constraints from its QueryParameter, not from msgspec.Meta.)
+_REF = {k: getattr(get_args(OpaqueRef)[1], k) for k in ("min_length", "max_length", "pattern")}
+_SLUG = {k: getattr(get_args(Slug)[1], k) for k in ("max_length", "pattern")}
 
 
 def on_refused(_: Request[Any, Any, Any], exc: Refused) -> Response[Problem]:
@@ -152,7 +199,7 @@ async def list_referrals(
         list[ReferralStatus] | None, QueryParameter(description="Any of these (repeatable).")
     ] = None,
     office: Annotated[
-        str | None, QueryParameter(max_length=64, description="The referring office's id.")
+        str | None, QueryParameter(**_REF, description="The referring office's id.")
     ] = None,
     from_: Annotated[
         datetime.date | None,
@@ -162,7 +209,7 @@ async def list_referrals(
         datetime.date | None, QueryParameter(description="Referred on or before this day.")
     ] = None,
     system: Annotated[
-        str | None, QueryParameter(max_length=64, description="Admin: one OW system's.")
+        str | None, QueryParameter(**_REF, description="Admin: one OW system's.")
     ] = None,
     limit: Annotated[int, QueryParameter(ge=1, le=200, description="Page size.")] = 50,
     cursor: Annotated[
@@ -214,7 +261,7 @@ async def list_offers(
     state: State,
     request: Req,
     provider_id: Annotated[
-        str | None, QueryParameter(max_length=100, description="Admin: one provider's.")
+        str | None, QueryParameter(**_SLUG, description="Admin: one provider's.")
     ] = None,
 ) -> OfferList:
     """A provider's open offers (an admin's: every provider's), the soonest deadline first,
@@ -229,7 +276,7 @@ async def list_caseload(
     state: State,
     request: Req,
     provider_id: Annotated[
-        str | None, QueryParameter(max_length=100, description="Admin: one provider's.")
+        str | None, QueryParameter(**_SLUG, description="Admin: one provider's.")
     ] = None,
 ) -> Caseload:
     """The referrals a provider holds, accepted or in service, to report progress on."""
@@ -246,7 +293,7 @@ async def list_caseload(
 async def refer(
     state: State,
     request: Req,
-    data: JSONBody[ReferralIntake],
+    data: Annotated[ReferralIntake, Body(examples=_INTAKE)],
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Published]:
     """Intake for an OW system that cannot speak NATS: published as its
@@ -261,7 +308,7 @@ async def cancel_referral(
     state: State,
     request: Req,
     referral_id: ReferralIdPath,
-    data: JSONBody[CancelRequest],
+    data: Annotated[CancelRequest, Body(examples=_CANCEL)],
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Published]:
     """The referring OW system calls its referral off: cancelled before acceptance, withdrawn
@@ -273,7 +320,7 @@ async def cancel_referral(
 
 
 @post("/api/v1/offers/{offer_id:uuid}/accept", tags=["offers"], security=BEARER,
-      responses=WRITE, status_code=202)  # fmt: skip
+      responses=ANSWER, status_code=202)  # fmt: skip
 async def accept_offer(
     state: State, request: Req, offer_id: OfferIdPath, idempotency_key: IdempotencyKey = None
 ) -> Response[Published]:
@@ -287,7 +334,7 @@ async def decline_offer(
     state: State,
     request: Req,
     offer_id: OfferIdPath,
-    data: JSONBody[DeclineRequest],
+    data: Annotated[DeclineRequest, Body(examples=_DECLINE)],
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Published]:
     """The provider declines its open offer, saying why; the router offers the next site."""
@@ -315,7 +362,7 @@ async def report_progress(
     state: State,
     request: Req,
     referral_id: ReferralIdPath,
-    data: JSONBody[ProgressReport],
+    data: Annotated[ProgressReport, Body(examples=_PROGRESS)],
     idempotency_key: IdempotencyKey = None,
 ) -> Response[Published]:
     """The provider holding the accepted referral reports: started, completed with an

@@ -32,10 +32,13 @@ from nats.aio.client import Client as NatsClient
 from services.access.auth import PUBLIC, BearerAuth
 from services.access.errors import AccessError, on_access_error
 from services.geo import default_gazetteer
+from services.infra.access_log import access_logged
 from services.infra.db import Connection, keep_session
+from services.infra.edge import MAX_BODY_BYTES, before_request
 from services.infra.http import on_http_error, on_validation_error, unexpected_error_handler
 from services.infra.migrations import apply_migrations, pending_migrations
 from services.infra.nats_auth import redact, servers_option, strip_login, url_login
+from services.infra.openapi import ClosedStructSchemaPlugin
 from services.router.actions import Refused
 from services.router.api import ROUTES, on_refused
 from services.router.deadlines import deadline_policy, ontario_holidays
@@ -202,7 +205,7 @@ def create_app(settings: RouterSettings) -> Litestar:
             }
         ),
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[*ROUTES, health, ready, *PAGES],
         lifespan=[lifespan],
         state=State({"settings": settings}),
@@ -215,5 +218,9 @@ def create_app(settings: RouterSettings) -> Litestar:
             Exception: unexpected_error_handler("router"),
         },
         openapi_config=openapi,
+        before_request=before_request,
+        plugins=[ClosedStructSchemaPlugin()],
+        request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,
     )
+    return access_logged(app, "router")

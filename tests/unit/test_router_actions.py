@@ -176,3 +176,31 @@ def test_list_scopes_follow_the_party() -> None:
     assert refused(lambda: actions.provider_scope(CCA, lists="x", provider_id="ces")).status == 403
     for caller in (OW, STAFF):
         assert refused(lambda c=caller: actions.provider_scope(c, lists="x")).status == 403
+
+
+def test_a_service_code_given_twice_is_refused_naming_needs() -> None:
+    # ReferralIntake decodes it; the request it becomes refuses it (not a 500).
+    twice = intake(needs=["job_search", "job_search"])
+    wrong = refused(actions.intake, twice, OW, MID, NOW)
+    assert (wrong.status, wrong.field) == (422, "$.needs")
+
+
+def test_a_nul_character_is_refused_naming_the_field() -> None:
+    # Valid JSON, but the router dead-letters it: refused before anything is published.
+    location = {"community": "Alm\x00onte"}
+    client = {**msgspec.to_builtins(make_request().client), "location": location}
+    wrong = refused(actions.intake, intake(client=client), OW, MID, NOW)
+    assert (wrong.status, wrong.field) == (422, "$.client.location.community")
+    owner = ReferralOwner(referral_id=RID, system="ow-lanark", status="offered", held=None)
+    wrong = refused(actions.cancel, owner, CancelRequest(reason="moved\x00"), OW, MID)
+    assert (wrong.status, wrong.field) == (422, "$.reason")
+
+
+def test_the_ends_of_the_calendar_are_no_server_error() -> None:
+    # The day after 9999-12-31 does not exist: `to` that day bounds nothing.
+    start, end = actions.day_bounds(datetime.date(9999, 12, 31), datetime.date.max)
+    assert start is not None
+    assert end is None
+    # A crafted cursor whose time is before the first UTC day is refused as any foreign one.
+    early = datetime.datetime(1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(hours=14)))
+    assert refused(actions.decode_cursor, actions.encode_cursor(early, RID)).field == "cursor"
