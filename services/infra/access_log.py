@@ -1,6 +1,6 @@
 """The HTTP access log of both services: one structured line (``http.request``) per request.
 
-A line holds the method, the path without its query string, the status, the time to answer
+A line holds the method, the path as sent (percent-encoded) without its query string, the status, the time to answer
 and the caller's role once a token was checked; never a header, token, body or query string,
 which can carry a secret or personal data (a search for a person's town, say). uvicorn's own
 access log is off (``serving.py``) because it logs the query string and the client's address.
@@ -11,6 +11,7 @@ requests that reach a route, so a 404 for an unknown path or a 405 would go unlo
 
 import time
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 from litestar import Litestar
@@ -50,11 +51,21 @@ class AccessLog:
                 "http.request",
                 service=self.service,
                 method=scope["method"],
-                path=scope["path"][:MAX_PATH_CHARS],
+                path=wire_path(scope)[:MAX_PATH_CHARS],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 1),
                 **caller_role(scope),
             )
+
+
+def wire_path(scope: Scope) -> str:
+    """The path as the client sent it, still percent-encoded, without the query string: an
+    encoded ``?`` (``%3F``) in a path stays encoded, so a log line never seems to hold a query
+    string."""
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        return quote(scope["path"], safe="/:@!$&'()*+,;=-._~")
+    return raw.partition(b"?")[0].decode("latin-1")
 
 
 def caller_role(scope: Scope) -> dict[str, Any]:

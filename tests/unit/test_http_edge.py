@@ -128,14 +128,16 @@ async def test_each_request_is_one_access_line_without_query_headers_or_body(
         await client.post("/things", json={"count": "secret body"})
         await client.get("/nowhere?q=1")  # no route: still logged
         await client.delete("/things")  # 405
+        await client.get("/things%3Fx/y")  # an encoded "?" is part of the path
     lines = [line for line in logs if line["event"] == "http.request"]
     assert [(line["method"], line["path"], line["status"]) for line in lines] == [
         ("GET", "/things", 200),
         ("POST", "/things", 422),
         ("GET", "/nowhere", 404),
         ("DELETE", "/things", 405),
+        ("GET", "/things%3Fx/y", 404),
     ]
-    assert [line.get("role") for line in lines] == ["provider", "provider", None, None]
+    assert [line.get("role") for line in lines] == ["provider", "provider", None, None, None]
     for line in lines:
         assert line["service"] == "test"
         assert isinstance(line["duration_ms"], float)
