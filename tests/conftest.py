@@ -6,6 +6,7 @@ test's writes cannot change another's ranking.
 """
 
 import contextlib
+import os
 import shutil
 import tempfile
 import uuid
@@ -181,6 +182,8 @@ def router_settings(servers: Servers, fresh_database_url: str) -> RouterSettings
         backoff_s=(1.0, 2.0, 4.0),
         pool_min_size=1,
         pool_max_size=4,
+        # ROUTER_TRANSACTION=message runs the suite on the per-message path (issue 16).
+        transaction="message" if os.environ.get("ROUTER_TRANSACTION") == "message" else "batch",
     )
 
 

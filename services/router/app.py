@@ -174,7 +174,9 @@ def create_app(settings: RouterSettings) -> Litestar:
                     # the first referral waits.
                     this_year = datetime.datetime.now(datetime.UTC).year
                     await asyncio.to_thread(ontario_holidays, this_year)
-                router = Router(pool, js, settings, wiring(settings), default_gazetteer().resolve)
+                router = Router(
+                    pool, js, settings, wiring(settings), default_gazetteer().resolve, nc
+                )
                 stop = asyncio.Event()
                 loops = router.start(stop)
                 app.state.update(pool=pool, nc=nc, router=router)

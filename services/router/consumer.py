@@ -1,9 +1,22 @@
-"""The router's JetStream consumer: the fetch loop, parsing each message, handling it in one
-transaction, and the ack, decided here in one place, after the effects are committed.
+"""The router's JetStream consumer: the fetch loop, parsing each message, handling it, and the
+ack, decided here in one place, after the effects are committed. Two ways to handle a fetched
+batch (``RouterSettings.transaction``):
 
-    fetch batch ─▶ parse (invalid ─▶ on_invalid: dead letter, rejected) ─▶ handler in one
-    transaction ─▶ commit ─▶ publish its outbox rows (Nats-Msg-Id) ─▶ ack
-    transient failure (database or NATS down, contention) ─▶ nak(delay), retried with backoff
+``batch`` (issue 16): the whole batch in one transaction, in stream order
+    fetch batch ─▶ for each message, in a savepoint: parse (invalid ─▶ on_invalid) ─▶ handler
+    ─▶ one commit ─▶ the batch's outbox rows as one JetStream atomic batch ─▶ one mark-sent
+    ─▶ ack (or term) every message handled; nak the others
+    A message that fails alone (a deadlock, every place taken meanwhile, a bug) rolls back to
+    its savepoint and is retried alone, with the later messages of its referral, so its
+    neighbours are not failed with it; a failure of the connection fails the whole batch
+    (nothing committed: every message comes back).
+
+``message``: one transaction per message, ``concurrency`` referrals at once
+    fetch batch ─▶ parse ─▶ handler in one transaction ─▶ commit ─▶ publish its outbox rows
+    (Nats-Msg-Id) ─▶ ack
+
+In both, a transient failure (database or NATS down, contention) ─▶ nak(delay), retried with
+backoff.
 """
 
 import asyncio
@@ -11,6 +24,7 @@ import contextlib
 import re
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import msgspec
@@ -31,6 +45,7 @@ from contracts.referrals import (
 from contracts.subjects import ROUTER_DURABLE, STREAM, InboundKind, inbound_party
 from services.infra.db import Connection
 from services.router.handlers import (
+    Contention,
     InvalidRequest,
     Locate,
     on_cancel,
@@ -84,6 +99,20 @@ def parse(subject: str, data: bytes) -> tuple[ReferralEvent, str]:
         tag = type(event).__struct_config__.tag
         raise InvalidMessage(f"a {tag} message does not belong on {subject}")
     return event, party
+
+
+#: Failures of one statement that leave the transaction usable once rolled back to the
+#: message's savepoint: that message alone is retried.
+_ALONE: tuple[type[BaseException], ...] = (asyncpg.exceptions.TransactionRollbackError, Contention)
+
+
+@dataclass
+class _Done:
+    """A message of a batch handled in the batch's transaction, to settle after the commit."""
+
+    msg: Msg
+    handled: Handled
+    started: float
 
 
 class Consumer:
@@ -194,6 +223,105 @@ class Consumer:
             return True, [row for row in rows if row.id in published]
 
     async def handle_batch(self, msgs: Sequence[Msg]) -> bool:
+        """Handle a fetched batch as ``settings.transaction`` says; False after a transient
+        failure."""
+        if self.settings.transaction == "batch":
+            return await self.handle_batch_at_once(msgs)
+        return await self.handle_batch_by_message(msgs)
+
+    async def handle_batch_at_once(self, msgs: Sequence[Msg]) -> bool:
+        """The whole batch in one transaction (a savepoint per message), one commit, its outbox
+        as atomic batches, then every message settled."""
+        done: list[_Done] = []
+        retry: list[Msg] = []
+        rows: list[OutboxRow] = []
+        held_back: set[object] = set()  # referrals with a message retried: keep their order
+        try:
+            async with asyncio.timeout(self.settings.message_timeout_s):
+                async with self.pool.acquire() as conn, conn.transaction():
+                    for msg in msgs:
+                        key = peek_referral_id(msg.data)
+                        if key is not None and key in held_back:
+                            retry.append(msg)
+                            continue
+                        result = await self._handle_in_batch(conn, msg)
+                        if result is None:
+                            retry.append(msg)
+                            if key is not None:
+                                held_back.add(key)
+                        else:
+                            done.append(result[0])
+                            rows += result[1]
+        except TRANSIENT as exc:  # nothing was committed: every message comes back
+            log.warning("batch.retry", error=repr(exc), messages=len(msgs))
+            for msg in msgs:
+                await _settle(msg.nak(delay=nak_delay(self.settings, msg.metadata.num_delivered)))
+            return False
+        published = await self.publisher.publish_atomic(rows)
+        if published:
+            try:
+                async with self.pool.acquire() as conn:
+                    await self.wiring.store(conn).mark_sent(published, utcnow())
+            except TRANSIENT as exc:  # the relay re-publishes them; JetStream drops repeats
+                log.warning("outbox.mark_sent_failed", error=repr(exc))
+        for item in done:
+            # A poison message is terminated (its dead letter is committed); the rest acked.
+            await _settle(item.msg.term() if item.handled.poison else item.msg.ack())
+            self.handled += 1
+            handled = item.handled
+            log.info(
+                "message.handled",
+                subject=item.msg.subject,
+                delivered=item.msg.metadata.num_delivered,
+                referral_id=None if handled.referral_id is None else str(handled.referral_id),
+                outcome=handled.outcome,
+                reason=handled.reason,
+                duration_ms=round((time.perf_counter() - item.started) * 1000, 2),
+            )
+        for msg in retry:
+            await _settle(msg.nak(delay=nak_delay(self.settings, msg.metadata.num_delivered)))
+        return not retry
+
+    async def _handle_in_batch(
+        self, conn: Connection, msg: Msg
+    ) -> tuple[_Done, list[OutboxRow]] | None:
+        """One message of a batch, in a savepoint of the batch's transaction (``Wiring.run``
+        nests): what it did and its outbox rows, or None to retry it alone. A failure of the
+        connection itself propagates: the batch's transaction is lost."""
+        started = time.perf_counter()
+        meta = msg.metadata
+        delivered = meta.num_delivered
+        with structlog.contextvars.bound_contextvars(subject=msg.subject, delivered=delivered):
+            try:
+                handled, rows = await self.dispatch(
+                    conn, msg.subject, msg.data, meta.sequence.stream
+                )
+                return _Done(msg, handled, started), rows
+            except _ALONE as exc:
+                log.warning("message.retry", error=repr(exc))
+                return None
+            except TRANSIENT:
+                raise
+            except Exception as exc:  # a bug must not fail its neighbours: retry, then dead-letter
+                poison = isinstance(exc, asyncpg.DataError | UnicodeError)
+                log.exception("message.failed", error=repr(exc), poison=poison)
+                if not poison and delivered < self.settings.max_deliver - 1:
+                    return None
+                error = (
+                    f"cannot be stored: {exc}"
+                    if poison
+                    else f"gave up after {delivered} deliveries: {exc!r}"
+                )
+                handled, rows = await self.wiring.run(
+                    conn,
+                    utcnow(),
+                    lambda uow: on_invalid(
+                        msg.subject, msg.data, error, sequence=meta.sequence.stream, uow=uow
+                    ),
+                )
+                return _Done(msg, handled, started), rows
+
+    async def handle_batch_by_message(self, msgs: Sequence[Msg]) -> bool:
         """Handle a batch: one referral's messages in stream order, different referrals at once
         (up to ``concurrency``, each on its own connection); False after a transient failure.
         """

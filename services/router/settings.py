@@ -2,7 +2,7 @@
 
 import os
 from collections.abc import Mapping
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -38,8 +38,13 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     #: Delays between redeliveries of a message that failed for a transient reason.
     backoff_s: tuple[float, ...] = (2.0, 5.0, 10.0, 30.0, 60.0)
-    #: Referrals handled at once, each on its own connection (one referral's messages always
-    #: in stream order); keep it below pool_max_size.
+    #: How a fetched batch is handled: ``batch``, one PostgreSQL transaction for the whole batch
+    #: (a savepoint per message, one commit), its outbox published as one JetStream atomic
+    #: batch and its messages acked together; ``message``, one transaction per message,
+    #: ``concurrency`` at once (the path before issue 16, kept to compare).
+    transaction: Literal["batch", "message"] = "batch"
+    #: ``message``: referrals handled at once, each on its own connection (one referral's
+    #: messages always in stream order); keep it below pool_max_size.
     concurrency: int = 8
     #: Candidates fetched per matching round (re-ranked by geodesic distance).
     candidates: int = 5

@@ -21,6 +21,9 @@ def stream_config(settings: RouterSettings) -> StreamConfig:
         storage=StorageType.FILE,
         duplicate_window=settings.duplicate_window_s,
         num_replicas=settings.stream_replicas,
+        # The router publishes a batch's outbox as one atomic batch: one store write (and one
+        # fsync) for the lot (nats-server 2.12+).
+        allow_atomic=True,
     )
 
 

@@ -8,6 +8,7 @@ import signal
 
 import asyncpg
 import structlog
+from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from services.router.consumer import Consumer
@@ -26,8 +27,10 @@ class Router:
         settings: RouterSettings,
         wiring: Wiring,
         locate: Locate,
+        nc: NatsClient | None = None,
     ) -> None:
-        self.publisher = OutboxPublisher(js)
+        # With ``nc``, a batch's outbox goes out as JetStream atomic batches.
+        self.publisher = OutboxPublisher(js, nc)
         self.consumer = Consumer(pool, js, settings, wiring, locate, self.publisher)
         self.sweeper = Sweeper(pool, settings, wiring, self.publisher)
         self.tasks: list[asyncio.Task[None]] = []
