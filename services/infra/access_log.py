@@ -1,9 +1,10 @@
 """The HTTP access log of both services: one structured line (``http.request``) per request.
 
-A line holds the method, the path as sent (percent-encoded) without its query string, the status, the time to answer
-and the caller's role once a token was checked; never a header, token, body or query string,
-which can carry a secret or personal data (a search for a person's town, say). uvicorn's own
-access log is off (``serving.py``) because it logs the query string and the client's address.
+A line holds the method, the path as sent (percent-encoded) without its query string, the
+status, the time to answer and the caller's role once a token was checked; never a header,
+token, body or query string, which can carry a secret or personal data (a search for a
+person's town, say). uvicorn's own access log is off (``serving.py``) because it logs the
+query string and the client's address.
 
 The log wraps the whole app, not one route: Litestar runs an app's ``middleware`` only for
 requests that reach a route, so a 404 for an unknown path or a 405 would go unlogged.
