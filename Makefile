@@ -44,13 +44,17 @@ chromium:
 
 # The fault-injection suite: crashes, restarts, replicas, poison and hostile input, on real
 # processes (loopback only). Prints its figures; long, so not part of `make test`.
-# Benchmarks (not tests): router and directory beside the bare dependencies, at 500,
-# 100,000 and 1,000,000 sites, and routed referrals/s with 1, 2 and 3 routers on a 3-node
-# NATS cluster (R3); a table on stdout and JSON under bench-results/.
+# Benchmarks (not tests): router (ROUTER_TRANSACTION message and batch) and directory beside
+# the bare dependencies (the router's per-referral and batched floors), at 500, 100,000 and
+# 1,000,000 sites; routed referrals/s with 1, 2 and 3 routers on a 3-node NATS cluster (R3);
+# a burst of 100,000 referrals into one router; a table on stdout and JSON under
+# bench-results/. Options: make bench BENCH_ARGS="--sizes 500 --burst 20000" (see
+# python -m tests.benchmarks.run --help).
+BENCH_ARGS ?=
 bench: $(STAMP)
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk) || \
 	  (echo "make bench needs wrk (apt-get install wrk)"; exit 1)
-	$(BIN)/python -m tests.benchmarks.run
+	$(BIN)/python -m tests.benchmarks.run $(BENCH_ARGS)
 
 test-faults: $(STAMP)
 	$(BIN)/pytest -m faults -s tests/faults

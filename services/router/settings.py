@@ -41,8 +41,9 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: How a fetched batch is handled: ``batch``, one PostgreSQL transaction for the whole batch
     #: (a savepoint per message, one commit), its outbox published as one JetStream atomic
     #: batch and its messages acked together; ``message``, one transaction per message,
-    #: ``concurrency`` at once (the path before issue 16, kept to compare).
-    transaction: Literal["batch", "message"] = "batch"
+    #: ``concurrency`` at once. ``message`` stays the default until the batch path is faster:
+    #: its statements are still per message, run one after another (issue 16, README).
+    transaction: Literal["batch", "message"] = "message"
     #: ``message``: referrals handled at once, each on its own connection (one referral's
     #: messages always in stream order); keep it below pool_max_size.
     concurrency: int = 8
