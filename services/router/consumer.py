@@ -184,26 +184,12 @@ class Consumer:
                 await _settle(msg.nak(delay=delay))
                 return False, []
             except Exception as exc:  # a bug must not stop the router: retry, then dead-letter
-                # PostgreSQL class 22 (data exception), or text it cannot encode, is the message's
-                # fault: retrying cannot help, so it is dead-lettered at once.
-                poison = isinstance(exc, asyncpg.DataError | UnicodeError)
-                log.exception("message.failed", error=repr(exc), poison=poison)
-                if not poison and delivered < self.settings.max_deliver - 1:
+                error = self.give_up(exc, delivered)
+                if error is None:
                     await _settle(msg.nak(delay=nak_delay(self.settings, delivered)))
                     return True, []
-                error = (
-                    f"cannot be stored: {exc}"
-                    if poison
-                    else f"gave up after {delivered} deliveries: {exc!r}"
-                )
                 try:
-                    handled, rows = await self.wiring.run(
-                        conn,
-                        utcnow(),
-                        lambda uow: on_invalid(
-                            msg.subject, msg.data, error, sequence=meta.sequence.stream, uow=uow
-                        ),
-                    )
+                    handled, rows = await self.dead_letter(conn, msg, error)
                 except Exception as again:  # e.g. the connection it failed on is broken
                     log.warning("message.dead_letter_failed", error=repr(again))
                     await _settle(msg.nak(delay=nak_delay(self.settings, delivered)))
@@ -303,23 +289,35 @@ class Consumer:
             except TRANSIENT:
                 raise
             except Exception as exc:  # a bug must not fail its neighbours: retry, then dead-letter
-                poison = isinstance(exc, asyncpg.DataError | UnicodeError)
-                log.exception("message.failed", error=repr(exc), poison=poison)
-                if not poison and delivered < self.settings.max_deliver - 1:
+                error = self.give_up(exc, delivered)
+                if error is None:
                     return None
-                error = (
-                    f"cannot be stored: {exc}"
-                    if poison
-                    else f"gave up after {delivered} deliveries: {exc!r}"
-                )
-                handled, rows = await self.wiring.run(
-                    conn,
-                    utcnow(),
-                    lambda uow: on_invalid(
-                        msg.subject, msg.data, error, sequence=meta.sequence.stream, uow=uow
-                    ),
-                )
+                handled, rows = await self.dead_letter(conn, msg, error)
                 return _Done(msg, handled, started), rows
+
+    def give_up(self, exc: Exception, delivered: int) -> str | None:
+        """Why a message that failed unexpectedly is dead-lettered now, or None to retry it.
+
+        PostgreSQL class 22 (data exception), or text it cannot encode, is the message's fault:
+        retrying cannot help. Anything else is retried until its last delivery."""
+        poison = isinstance(exc, asyncpg.DataError | UnicodeError)
+        log.exception("message.failed", error=repr(exc), poison=poison)
+        if poison:
+            return f"cannot be stored: {exc}"
+        if delivered < self.settings.max_deliver - 1:
+            return None
+        return f"gave up after {delivered} deliveries: {exc!r}"
+
+    async def dead_letter(
+        self, conn: Connection, msg: Msg, error: str
+    ) -> tuple[Handled, list[OutboxRow]]:
+        """Dead-letter ``msg`` with ``error`` in a transaction (a savepoint inside a batch's)."""
+        sequence = msg.metadata.sequence.stream
+        return await self.wiring.run(
+            conn,
+            utcnow(),
+            lambda uow: on_invalid(msg.subject, msg.data, error, sequence=sequence, uow=uow),
+        )
 
     async def handle_batch_by_message(self, msgs: Sequence[Msg]) -> bool:
         """Handle a batch: one referral's messages in stream order, different referrals at once

@@ -12,7 +12,7 @@ import uuid
 from typing import Any
 
 import pytest
-from playwright.async_api import Page, Request, expect
+from playwright.async_api import Error as PlaywrightError, Page, Request, expect
 
 from contracts.subjects import requested_subject
 from tests.e2e.test_office_finder import browser
@@ -45,7 +45,7 @@ class Traffic:
         if response is not None:
             try:
                 body = await response.body()
-            except Exception:
+            except PlaywrightError:  # a redirect or an aborted load has no body
                 body = b""
         self.exchanges.append(
             {

@@ -13,76 +13,23 @@ query string.
 """
 
 import asyncio
-import contextlib
-import json
-import subprocess
-import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
-from litestar import Litestar
 from nats.aio.client import Client as NatsClient
 from structlog.testing import capture_logs
 
-from services.infra.embedded import free_port
 from services.router.api import HELD_REFERRAL, OPEN_OFFER, OPEN_REFERRAL
 from services.router.app import create_app
 from services.router.settings import RouterSettings
 from tests.conftest import ADMIN_TOKEN
-from tests.faults.test_directory_api_schemathesis import SCHEMATHESIS, summary
+from tests.faults.schemathesis_runs import run_schemathesis, serving, summary
 from tests.referrals import CCA, SYSTEM, Observer, answer, make_request, send_request, send_response
 
 pytestmark = pytest.mark.faults
 
-#: Test cases per operation and phase (schemathesis's default is 100).
-MAX_EXAMPLES = 100
 CONFIG = Path(__file__).with_name("router_schemathesis.toml")
-
-
-@contextlib.contextmanager
-def serving(app: Litestar) -> Iterator[str]:
-    """``app`` served by uvicorn in a thread (its lifespan included); yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name="router", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive(), "the router stopped while starting"
-        assert time.monotonic() < deadline, "the router did not start in 30 s"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-def run_schemathesis(base_url: str, token: str, workdir: Path) -> dict[str, Any]:
-    """Run the CLI over every operation; print its report on failure; return its JSON report."""
-    report = workdir / "report.json"
-    command = [
-        str(SCHEMATHESIS), "--config-file", str(CONFIG), "--no-color", "run",
-        f"{base_url}/schema/openapi.json",
-        "--checks", "all",
-        "--max-examples", str(MAX_EXAMPLES),
-        "--header", f"Authorization: Bearer {token}",
-        # One worker: see the directory's suite (CPython 3.11 and Hypothesis's parsing).
-        "--workers", "1",
-        "--report", "json", "--report-json-path", str(report),
-    ]  # fmt: skip
-    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, timeout=900)
-    if result.returncode != 0:
-        print(result.stdout, result.stderr, sep="\n")
-    assert report.exists(), result.stderr
-    outcome: dict[str, Any] = json.loads(report.read_text())
-    outcome["returncode"] = result.returncode
-    return outcome
 
 
 async def seed(nc: NatsClient, observer: Observer) -> None:
@@ -115,12 +62,12 @@ async def test_router_api_conforms_to_its_openapi(
         ("admin", ADMIN_TOKEN),
     ]
     outcomes: list[dict[str, Any]] = []
-    with capture_logs() as logs, serving(create_app(router_settings)) as base_url:
+    with capture_logs() as logs, serving(create_app(router_settings), "router") as base_url:
         await seed(nc, observer)
         for label, token in runs:
             workdir = tmp_path / str(len(outcomes))
             workdir.mkdir()
-            outcome = await asyncio.to_thread(run_schemathesis, base_url, token, workdir)
+            outcome = await asyncio.to_thread(run_schemathesis, base_url, token, workdir, CONFIG)
             print(summary(label, outcome))
             outcomes.append(outcome)
     cases = sum(outcome["test_cases"]["generated"] for outcome in outcomes)

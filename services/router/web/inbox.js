@@ -260,15 +260,8 @@
     if (card.busy) return;
     const p = card.parts;
     const offer = card.data;
-    const reason = p.reason.value.trim();
-    p.reasonError.textContent = "";
-    p.reason.removeAttribute("aria-invalid");
-    if (!reason) {
-      p.reasonError.textContent = t().reason_missing;
-      p.reason.setAttribute("aria-invalid", "true");
-      p.reason.focus();
-      return;
-    }
+    const reason = P.requiredText(p.reason, p.reasonError, t().reason_missing);
+    if (reason === null) return;
     busy(card, true);
     const result = await P.send(`/api/v1/offers/${offer.offer_id}/decline`, { reason });
     busy(card, false);

@@ -359,6 +359,19 @@ window.EOPage = (() => {
     page.config.onLanguage(lang);
   }
 
+  /** The trimmed text of a required field, or null after marking it invalid with `missing`
+   * (shown in `errorNode`) and focusing it. */
+  function requiredText(field, errorNode, missing) {
+    const value = field.value.trim();
+    errorNode.textContent = "";
+    field.removeAttribute("aria-invalid");
+    if (value) return value;
+    errorNode.textContent = missing;
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+    return null;
+  }
+
   /** Starts the page: `config` = { text: {en, fr}, roles, focusAfterSignIn, onSignedIn(me),
    * onSignedOut(), onLanguage(lang) }. */
   function start(config) {
@@ -371,7 +384,7 @@ window.EOPage = (() => {
 
   return Object.freeze({
     $, el, setText, t, start, request, send, problemText, poll, dateTime, names, name,
-    syncList, factList,
+    syncList, factList, requiredText,
     SignedOut, Unreachable,
     get lang() { return page.lang; },
     get me() { return page.me; },

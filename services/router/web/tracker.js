@@ -416,15 +416,8 @@
     if (card.busy) return;
     const p = card.parts;
     const r = card.data;
-    const reason = p.reason.value.trim();
-    p.reasonError.textContent = "";
-    p.reason.removeAttribute("aria-invalid");
-    if (!reason) {
-      p.reasonError.textContent = t().reason_missing;
-      p.reason.setAttribute("aria-invalid", "true");
-      p.reason.focus();
-      return;
-    }
+    const reason = P.requiredText(p.reason, p.reasonError, t().reason_missing);
+    if (reason === null) return;
     card.busy = true;
     p.send.setAttribute("aria-disabled", "true");
     const result = await P.send(`/api/v1/referrals/${r.referral_id}/cancel`, { reason });
