@@ -67,6 +67,7 @@ def wiring(settings: RouterSettings) -> Wiring:
         directory=SqlDirectory,
         deadline=deadline_policy(settings),
         candidates=settings.candidates,
+        batch_rows=lambda conn: (SqlStore(conn), SqlDirectory(conn)),
     )
 
 

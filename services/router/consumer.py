@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import re
 import time
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 
@@ -43,7 +44,10 @@ from contracts.referrals import (
     ReferralResponse,
 )
 from contracts.subjects import ROUTER_DURABLE, STREAM, InboundKind, inbound_party
+from services.geo import UnresolvableLocation
 from services.infra.db import Connection
+from services.router import batch
+from services.router.batch import BatchState, Snapshot, Stale
 from services.router.handlers import (
     Contention,
     InvalidRequest,
@@ -54,11 +58,12 @@ from services.router.handlers import (
     on_requested,
     on_response,
 )
-from services.router.model import Handled, OutboxRow
+from services.router.model import Handled, OutboxRow, Point
+from services.router.ports import Route
 from services.router.publisher import OutboxPublisher
 from services.router.settings import RouterSettings
 from services.router.transient import TRANSIENT, nak_delay, pause, utcnow
-from services.router.unit_of_work import Wiring
+from services.router.unit_of_work import BatchRows, Wiring, Work
 
 log = structlog.get_logger("router")
 
@@ -115,6 +120,19 @@ class _Done:
     started: float
 
 
+class _Laps:
+    """Milliseconds spent in each phase of a batch, for its log line."""
+
+    def __init__(self) -> None:
+        self.ms: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.ms[f"{phase}_ms"] = round(self.ms.get(f"{phase}_ms", 0) + (now - self.last) * 1000, 2)
+        self.last = now
+
+
 class Consumer:
     """Fetches from the router's durable consumer, shared by every router process."""
 
@@ -134,6 +152,24 @@ class Consumer:
         self.locate = locate
         self.publisher = publisher
         self.handled = 0
+        #: Batch path: messages handled by the plan, deferred to the database, and batches
+        #: replanned on the database because it changed under the plan.
+        self.planned = 0
+        self.deferred = 0
+        self.replanned = 0
+
+    def work(self, event: ReferralEvent, party: str) -> Work:
+        """The handler of ``event`` from ``party``, bound to it, waiting for its unit of work."""
+        match event:
+            case ReferralRequested():
+                locate = self.locate
+                return lambda uow: on_requested(event, party, uow=uow, locate=locate)
+            case ReferralResponse():
+                return lambda uow: on_response(event, party, uow=uow)
+            case ReferralCancel():
+                return lambda uow: on_cancel(event, party, uow=uow)
+            case ReferralProgress():
+                return lambda uow: on_progress(event, party, uow=uow)
 
     async def dispatch(
         self, conn: Connection, subject: str, data: bytes, sequence: int
@@ -143,24 +179,7 @@ class Consumer:
         now = utcnow()
         try:
             event, party = parse(subject, data)
-            match event:
-                case ReferralRequested():
-                    locate = self.locate
-                    return await self.wiring.run(
-                        conn, now, lambda uow: on_requested(event, party, uow=uow, locate=locate)
-                    )
-                case ReferralResponse():
-                    return await self.wiring.run(
-                        conn, now, lambda uow: on_response(event, party, uow=uow)
-                    )
-                case ReferralCancel():
-                    return await self.wiring.run(
-                        conn, now, lambda uow: on_cancel(event, party, uow=uow)
-                    )
-                case ReferralProgress():
-                    return await self.wiring.run(
-                        conn, now, lambda uow: on_progress(event, party, uow=uow)
-                    )
+            return await self.wiring.run(conn, now, self.work(event, party))
         except (InvalidMessage, InvalidRequest) as exc:
             error = str(exc)
         return await self.wiring.run(
@@ -216,57 +235,169 @@ class Consumer:
         return await self.handle_batch_by_message(msgs)
 
     async def handle_batch_at_once(self, msgs: Sequence[Msg]) -> bool:
-        """The whole batch in one transaction (a savepoint per message), one commit, its outbox
-        as atomic batches, then every message settled."""
-        done: list[_Done] = []
-        retry: list[Msg] = []
-        rows: list[OutboxRow] = []
-        held_back: set[object] = set()  # referrals with a message retried: keep their order
+        """The whole batch in one transaction, planned in memory and written set-based (the
+        messages the plan defers in a savepoint each), one commit, its outbox as atomic
+        batches, then every message settled. Where its time went is logged (``batch.handled``,
+        debug level)."""
+        laps = _Laps()
         try:
             async with asyncio.timeout(self.settings.message_timeout_s):
-                async with self.pool.acquire() as conn, conn.transaction():
-                    for msg in msgs:
-                        key = peek_referral_id(msg.data)
-                        if key is not None and key in held_back:
-                            retry.append(msg)
-                            continue
-                        result = await self._handle_in_batch(conn, msg)
-                        if result is None:
-                            retry.append(msg)
-                            if key is not None:
-                                held_back.add(key)
-                        else:
-                            done.append(result[0])
-                            rows += result[1]
+                try:
+                    done, retry, rows = await self._in_one_transaction(msgs, laps, plan=True)
+                except Stale as exc:  # rolled back: every message on the database instead
+                    self.replanned += 1
+                    log.info("batch.replanned", reason=str(exc), messages=len(msgs))
+                    done, retry, rows = await self._in_one_transaction(msgs, laps, plan=False)
         except TRANSIENT as exc:  # nothing was committed: every message comes back
             log.warning("batch.retry", error=repr(exc), messages=len(msgs))
             for msg in msgs:
                 await _settle(msg.nak(delay=nak_delay(self.settings, msg.metadata.num_delivered)))
             return False
+        laps.lap("commit")
         published = await self.publisher.publish_atomic(rows)
+        laps.lap("publish")
         if published:
             try:
                 async with self.pool.acquire() as conn:
                     await self.wiring.store(conn).mark_sent(published, utcnow())
             except TRANSIENT as exc:  # the relay re-publishes them; JetStream drops repeats
                 log.warning("outbox.mark_sent_failed", error=repr(exc))
-        for item in done:
-            # A poison message is terminated (its dead letter is committed); the rest acked.
-            await _settle(item.msg.term() if item.handled.poison else item.msg.ack())
-            self.handled += 1
-            handled = item.handled
-            log.info(
-                "message.handled",
-                subject=item.msg.subject,
-                delivered=item.msg.metadata.num_delivered,
-                referral_id=None if handled.referral_id is None else str(handled.referral_id),
-                outcome=handled.outcome,
-                reason=handled.reason,
-                duration_ms=round((time.perf_counter() - item.started) * 1000, 2),
-            )
+        laps.lap("mark_sent")
+        await asyncio.gather(*(self._settle_done(item) for item in done))
         for msg in retry:
             await _settle(msg.nak(delay=nak_delay(self.settings, msg.metadata.num_delivered)))
+        laps.lap("settle")
+        log.debug(
+            "batch.handled", messages=len(msgs), retried=len(retry), rows=len(rows), **laps.ms
+        )
         return not retry
+
+    async def _settle_done(self, item: _Done) -> None:
+        # A poison message is terminated (its dead letter is committed); the rest acked.
+        await _settle(item.msg.term() if item.handled.poison else item.msg.ack())
+        self.handled += 1
+        handled = item.handled
+        log.info(
+            "message.handled",
+            subject=item.msg.subject,
+            delivered=item.msg.metadata.num_delivered,
+            referral_id=None if handled.referral_id is None else str(handled.referral_id),
+            outcome=handled.outcome,
+            reason=handled.reason,
+            duration_ms=round((time.perf_counter() - item.started) * 1000, 2),
+        )
+
+    async def _in_one_transaction(
+        self, msgs: Sequence[Msg], laps: "_Laps", *, plan: bool
+    ) -> tuple[list[_Done], list[Msg], list[OutboxRow]]:
+        """The batch in one transaction: the messages handled, those to retry, and the outbox
+        rows written. With ``plan``, the batch is planned first (``_plan``) and only what the
+        plan defers is handled on the database, in a savepoint each."""
+        done: list[_Done] = []
+        retry: list[Msg] = []
+        rows: list[OutboxRow] = []
+        held_back: set[object] = set()  # referrals with a message retried: keep their order
+        async with self.pool.acquire() as conn, conn.transaction():
+            later: Sequence[Msg] = msgs
+            if plan and self.wiring.batch_rows is not None:
+                done, later, rows = await self._plan(conn, msgs, self.wiring.batch_rows, laps)
+            for msg in later:
+                key = peek_referral_id(msg.data)
+                if key is not None and key in held_back:
+                    retry.append(msg)
+                    continue
+                result = await self._handle_in_batch(conn, msg)
+                if result is None:
+                    retry.append(msg)
+                    if key is not None:
+                        held_back.add(key)
+                else:
+                    done.append(result[0])
+                    rows += result[1]
+            laps.lap("on_database")
+        return done, retry, rows
+
+    async def _plan(
+        self, conn: Connection, msgs: Sequence[Msg], batch_rows: BatchRows, laps: "_Laps"
+    ) -> tuple[list[_Done], list[Msg], list[OutboxRow]]:
+        """Handle ``msgs`` on an in-memory snapshot read set-based, and write what they did
+        set-based (``services.router.batch``): the messages handled, those deferred to the
+        database (in stream order), and the outbox rows written."""
+        store, directory = batch_rows(conn)
+        parsed: list[tuple[Msg, ReferralEvent | None, str]] = []
+        for msg in msgs:
+            try:
+                parsed.append((msg, *parse(msg.subject, msg.data)))
+            except InvalidMessage:
+                parsed.append((msg, None, ""))  # dead-lettered on the database
+        events = [event for _, event, _ in parsed if event is not None]
+        snapshot = await batch.read_snapshot(
+            store,
+            directory,
+            [event.message_id for event in events],
+            [event.referral_id for event in events],
+            lambda snapshot: self._routes(events, snapshot),
+            candidates=self.wiring.candidates,
+        )
+        laps.lap("read")
+        state = BatchState(
+            snapshot, deadline=self.wiring.deadline, candidates=self.wiring.candidates
+        )
+        done: list[_Done] = []
+        later: list[Msg] = []
+        deferred: set[object] = set()  # referrals with a message deferred: keep their order
+        for msg, event, party in parsed:
+            started = time.perf_counter()
+            key = peek_referral_id(msg.data) if event is None else event.referral_id
+            if event is not None and key not in deferred:
+                try:
+                    handled = await state.run(utcnow(), self.work(event, party))
+                except Exception as exc:  # the database path decides: it may know more
+                    log.debug("message.deferred", subject=msg.subject, reason=repr(exc))
+                else:
+                    done.append(_Done(msg, handled, started))
+                    continue
+            later.append(msg)
+            if key is not None:
+                deferred.add(key)
+        laps.lap("plan")
+        rows = await batch.write(store, directory, state.writes)
+        laps.lap("write")
+        self.planned += len(done)
+        self.deferred += len(later)
+        return done, later, rows
+
+    def _routes(self, events: Sequence[ReferralEvent], snapshot: Snapshot) -> list[Route]:
+        """The referrals the batch will route, for their candidates to be read with the
+        snapshot: new requests, and referrals an offer of which is declined. A radius is left
+        to the database path (its KNN scan needs the radius as an index condition)."""
+        routes: dict[uuid.UUID, Route] = {}
+        for event in events:
+            match event:
+                case ReferralRequested(max_distance_km=None) if (
+                    event.message_id not in snapshot.processed
+                    and snapshot.referrals.get(event.referral_id) is None
+                ):
+                    try:
+                        origin = self.locate(event.client.location)
+                    except UnresolvableLocation:
+                        continue  # rejected on the database path
+                    at = Point(origin.lat, origin.lon)
+                    routes.setdefault(event.referral_id, (event.referral_id, at, event, ()))
+                case ReferralResponse(decision="decline"):
+                    referral = snapshot.referrals.get(event.referral_id)
+                    if (
+                        referral is None
+                        or referral.request is None
+                        or referral.request.max_distance_km is not None
+                        or referral.lat is None
+                        or referral.lon is None
+                    ):
+                        continue
+                    skip = [o.site_id for o in snapshot.offers.get(referral.id, [])]
+                    at = Point(referral.lat, referral.lon)
+                    routes.setdefault(referral.id, (referral.id, at, referral.request, skip))
+        return list(routes.values())
 
     async def _handle_in_batch(
         self, conn: Connection, msg: Msg

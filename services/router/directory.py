@@ -9,7 +9,8 @@ from contracts.referrals import ReferralRequested
 from services.directory import candidates
 from services.infra.db import Connection
 from services.router.matching import Candidate
-from services.router.model import Point
+from services.router.model import NearbySite, Point
+from services.router.ports import Route
 
 __all__ = ["SqlDirectory", "missing_directory_schema"]
 
@@ -69,3 +70,29 @@ class SqlDirectory:
 
     async def release(self, site_id: str) -> None:
         await candidates.release_place(self.conn, site_id)
+
+    # -- a batch's set-based reads and writes (``batch.DirectoryRows``) ------------------------
+
+    async def suitable_many(self, routes: Sequence[Route], limit: int) -> list[list[NearbySite]]:
+        asks = [(at.lat, at.lon, _criteria(request, skip)) for _, at, request, skip in routes]
+        return [
+            [
+                NearbySite(s.site_id, s.provider_id, s.distance_km, s.reserved, s.capacity)
+                for s in sites
+            ]
+            for sites in await candidates.suitable_sites_many(self.conn, asks, limit)
+        ]
+
+    async def excluded_many(
+        self, asks: Sequence[tuple[Route, float | None]]
+    ) -> list[dict[str, int]]:
+        return await candidates.exclusions_many(
+            self.conn,
+            [
+                (at.lat, at.lon, _criteria(request, skip), within)
+                for (_, at, request, skip), within in asks
+            ],
+        )
+
+    async def adjust_places(self, changes: dict[str, int]) -> set[str]:
+        return await candidates.adjust_places(self.conn, changes)

@@ -13,7 +13,15 @@ from contracts.common import Message
 from contracts.directory import Origin
 from contracts.referrals import ReferralRequested, ReferralStatus
 from services.router.matching import Candidate
-from services.router.model import OfferEnd, OfferRow, OutboxRow, Point, ReferralRow, Transition
+from services.router.model import (
+    NearbySite,
+    OfferEnd,
+    OfferRow,
+    OutboxRow,
+    Point,
+    ReferralRow,
+    Transition,
+)
 
 #: What a transaction's handlers queued: history entries, each referral's latest status, each
 #: handled message's outcome, and outbox messages (``Store.write_behind``).
@@ -115,3 +123,52 @@ class Directory(Protocol):
     async def release(self, site_id: str) -> None:
         """Give a place back."""
         ...
+
+
+# -- the batch path's set-based reads and writes (``services.router.batch``) ----------------------
+
+#: One referral to route: its id, point, request, and the sites to skip (offered already).
+Route = tuple[uuid.UUID, Point, ReferralRequested, Sequence[str]]
+
+
+class StoreRows(Protocol):
+    """The router's set-based reads and writes of a batch (``SqlStore``, on the batch's
+    connection and in its transaction)."""
+
+    async def handled_already(self, message_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]: ...
+
+    async def lock_referrals(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ReferralRow]: ...
+
+    async def offers_of(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[OfferRow]]: ...
+
+    async def claim_messages(
+        self, claims: Sequence[tuple[uuid.UUID, uuid.UUID | None, str, datetime.datetime]]
+    ) -> int: ...
+
+    async def create_referrals(
+        self, referrals: Sequence[tuple[ReferralRequested, Origin, datetime.datetime]]
+    ) -> int: ...
+
+    async def close_offers(
+        self, closed: Sequence[tuple[uuid.UUID, OfferEnd, datetime.datetime]]
+    ) -> None: ...
+
+    async def insert_offers(self, offers: Sequence[OfferRow]) -> None: ...
+
+    async def write_behind(
+        self, history: History, statuses: Statuses, finished: Outcomes, outbox: Outbound
+    ) -> list[OutboxRow]: ...
+
+
+class DirectoryRows(Protocol):
+    """The directory's set-based reads and writes of a batch (``SqlDirectory``)."""
+
+    async def suitable_many(
+        self, routes: Sequence[Route], limit: int
+    ) -> list[list[NearbySite]]: ...
+
+    async def excluded_many(
+        self, asks: Sequence[tuple[Route, float | None]]
+    ) -> list[dict[str, int]]: ...
+
+    async def adjust_places(self, changes: dict[str, int]) -> set[str]: ...

@@ -241,6 +241,104 @@ class SqlStore:
             "UPDATE router.outbox SET sent_at = $2 WHERE id = ANY($1::bigint[])", list(ids), now
         )
 
+    # -- a batch's set-based reads and writes (``batch.StoreRows``) ---------------------------
+
+    async def handled_already(self, message_ids: Sequence[uuid.UUID]) -> set[uuid.UUID]:
+        rows = await self.conn.fetch(
+            "SELECT message_id FROM router.processed WHERE message_id = ANY($1::uuid[])",
+            list(message_ids),
+        )
+        return {row["message_id"] for row in rows}
+
+    async def lock_referrals(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, ReferralRow]:
+        """These referrals, locked in id order (two batches cannot deadlock on them)."""
+        rows = await self.conn.fetch(
+            "SELECT id, status, attempt, request::text AS request, lat, lon, source_system"
+            " FROM router.referral WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE",
+            list(ids),
+        )
+        return {row["id"]: _referral(row) for row in rows}
+
+    async def offers_of(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[OfferRow]]:
+        """Every offer of these referrals, oldest first."""
+        found: dict[uuid.UUID, list[OfferRow]] = {}
+        if not ids:
+            return found
+        for row in await self.conn.fetch(
+            f"SELECT {_OFFER_COLUMNS}, state, closed_at FROM router.offer"
+            " WHERE referral_id = ANY($1::uuid[]) ORDER BY referral_id, attempt",
+            list(ids),
+        ):
+            found.setdefault(row["referral_id"], []).append(OfferRow(**dict(row)))
+        return found
+
+    async def claim_messages(
+        self, claims: Sequence[tuple[uuid.UUID, uuid.UUID | None, str, datetime.datetime]]
+    ) -> int:
+        """``claim_message`` for many; how many were claimed (the others were handled before)."""
+        if not claims:
+            return 0
+        rows = await self.conn.fetch(
+            "INSERT INTO router.processed (message_id, referral_id, subject, outcome, at)"
+            " SELECT m, r, s, 'handling', a"
+            " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS t(m, r, s, a)"
+            " ON CONFLICT DO NOTHING RETURNING true",
+            *(list(column) for column in zip(*claims, strict=True)),
+        )
+        return len(rows)
+
+    async def create_referrals(
+        self, referrals: Sequence[tuple[ReferralRequested, Origin, datetime.datetime]]
+    ) -> int:
+        """``create_referral`` for many; how many were created (the others were known)."""
+        if not referrals:
+            return 0
+        rows = await self.conn.fetch(
+            "INSERT INTO router.referral (id, status, request, lat, lon, precision,"
+            " resolved_from, source_system, created_at, updated_at)"
+            " SELECT id, 'received', request::jsonb, lat, lon, precision, resolved_from,"
+            " source_system, at, at FROM unnest($1::uuid[], $2::text[], $3::float8[],"
+            " $4::float8[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])"
+            " AS t(id, request, lat, lon, precision, resolved_from, source_system, at)"
+            " ON CONFLICT (id) DO NOTHING RETURNING true",
+            [request.referral_id for request, _, _ in referrals],
+            [encode(request).decode() for request, _, _ in referrals],
+            [origin.lat for _, origin, _ in referrals],
+            [origin.lon for _, origin, _ in referrals],
+            [origin.precision for _, origin, _ in referrals],
+            [origin.resolved_from for _, origin, _ in referrals],
+            [request.source.system for request, _, _ in referrals],
+            [at for _, _, at in referrals],
+        )
+        return len(rows)
+
+    async def close_offers(
+        self, closed: Sequence[tuple[uuid.UUID, OfferEnd, datetime.datetime]]
+    ) -> None:
+        if closed:
+            await self.conn.execute(
+                "UPDATE router.offer o SET state = t.state, closed_at = t.at"
+                " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS t(id, state, at)"
+                " WHERE o.id = t.id AND o.state = 'open'",
+                *(list(column) for column in zip(*closed, strict=True)),
+            )
+
+    async def insert_offers(self, offers: Sequence[OfferRow]) -> None:
+        if offers:
+            await self.conn.execute(
+                f"INSERT INTO router.offer ({_OFFER_COLUMNS})"
+                " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::integer[], $4::text[],"
+                " $5::text[], $6::float8[], $7::timestamptz[], $8::timestamptz[])",
+                [o.id for o in offers],
+                [o.referral_id for o in offers],
+                [o.attempt for o in offers],
+                [o.provider_id for o in offers],
+                [o.site_id for o in offers],
+                [o.distance_km for o in offers],
+                [o.offered_at for o in offers],
+                [o.expires_at for o in offers],
+            )
+
     # -- the HTTP view -----------------------------------------------------------------------
 
     async def referral_view(self, referral_id: uuid.UUID) -> ReferralView | None:

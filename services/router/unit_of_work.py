@@ -18,7 +18,12 @@ from services.infra.db import Connection
 from services.router import messages
 from services.router.deadlines import Deadline
 from services.router.model import Handled, OutboxRow, Transition
-from services.router.ports import Directory, Store
+from services.router.ports import Directory, DirectoryRows, Store, StoreRows
+
+#: A handler bound to its message, waiting for its unit of work.
+Work = Callable[["UnitOfWork"], Awaitable[Handled]]
+#: The batch path's set-based reads and writes on a connection (``services.router.batch``).
+BatchRows = Callable[[Connection], tuple[StoreRows, DirectoryRows]]
 
 
 @dataclass
@@ -73,6 +78,8 @@ class Wiring:
     directory: Callable[[Connection], Directory]
     deadline: Deadline
     candidates: int = 5
+    #: The batch path plans on these (None: every message on the database, a savepoint each).
+    batch_rows: BatchRows | None = None
 
     async def run(
         self,

@@ -213,6 +213,9 @@ async def _batched(
     bodies = [json.loads(msg.data) for msg in msgs]
     points = [body["client"]["location"] for body in bodies]
     async with conn.transaction():
+        # As the router's batch does (services/directory/candidates.py, _index_scans): walk
+        # the GiST index rather than sort every site per referral in a small directory.
+        await conn.execute("SET LOCAL enable_seqscan = off")
         rows = await conn.fetch(
             BATCH_CANDIDATES,
             [p["lat"] for p in points],

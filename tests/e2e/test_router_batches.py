@@ -5,6 +5,7 @@ referral held back so one referral's messages stay in stream order."""
 import uuid
 from typing import Any
 
+import asyncpg
 import msgspec
 import pytest
 
@@ -13,7 +14,17 @@ from services.router import consumer, handlers
 from services.router.settings import RouterSettings
 from services.router.stream import set_up_stream
 from tests.conftest import router_client
-from tests.referrals import Observer, cancel, make_request, send_cancel, send_request
+from tests.referrals import (
+    CCA_SITE,
+    CES_SITE,
+    Observer,
+    answer,
+    cancel,
+    make_request,
+    send_cancel,
+    send_request,
+    send_response,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,3 +67,82 @@ async def test_a_failing_message_is_retried_alone_and_its_referral_keeps_its_ord
     assert observer.statuses(unlucky.referral_id) == ["received", "offered", "cancelled"]
     for request in (first, last):
         assert observer.statuses(request.referral_id) == ["received", "offered"]
+
+
+def _consumer(test_client: Any) -> Any:
+    return test_client.app.state.router.consumer
+
+
+async def _places(database_url: str) -> dict[str, tuple[int, int, int]]:
+    """Each site's (places in use, capacity, referrals holding or offered a place there)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT s.id, s.reserved, s.capacity, count(o.id) AS held FROM directory.site s"
+            " LEFT JOIN router.offer o ON o.site_id = s.id AND o.state IN ('open', 'accepted')"
+            " GROUP BY s.id"
+        )
+    finally:
+        await conn.close()
+    return {r["id"]: (r["reserved"], r["capacity"], r["held"]) for r in rows}
+
+
+async def test_a_batch_is_planned_in_memory_and_written_set_based(
+    router_settings: RouterSettings, observer: Observer, nc: Any
+) -> None:
+    """20 requests in one fetch, then their 20 declines: every message handled by the plan
+    (none deferred to a savepoint, none replanned), each referral's story as the per-message
+    path tells it, and every place taken is one an open offer holds."""
+    settings = msgspec.structs.replace(router_settings, transaction="batch")
+    js = nc.jetstream()
+    await set_up_stream(js, settings)
+    requests = [make_request() for _ in range(20)]
+    for request in requests:
+        await send_request(js, request)
+    async with router_client(settings) as client:
+        consumer = _consumer(client)
+        offers = [await observer.until_offer(r.referral_id, 1) for r in requests]
+        assert {o.site_id for o in offers} == {CCA_SITE}  # the nearest, with 25 places
+        assert (consumer.planned, consumer.deferred, consumer.replanned) == (20, 0, 0)
+        for offer in offers:
+            await send_response(js, offer.provider_id, answer(offer, "decline", "no room"))
+        again = [await observer.until_offer(r.referral_id, 2) for r in requests]
+        assert {o.site_id for o in again} == {CES_SITE}  # the next nearest
+        assert (consumer.planned, consumer.deferred, consumer.replanned) == (40, 0, 0)
+    for request in requests:
+        assert observer.statuses(request.referral_id) == [
+            "received",
+            "offered",
+            "declined",
+            "offered",
+        ]
+    places = await _places(settings.database_url)
+    assert places[CCA_SITE][0] == places[CCA_SITE][2] == 0
+    assert places[CES_SITE][0] == places[CES_SITE][2] == 20
+
+
+async def test_when_places_run_out_within_a_batch_the_rest_go_to_the_database(
+    router_settings: RouterSettings, observer: Observer, nc: Any
+) -> None:
+    """Two places at the nearest site and four requests in one fetch: the plan offers the two,
+    the other two (whose choice the snapshot did not foresee) are handled on the database in
+    the same transaction; no site holds more offers than places."""
+    settings = msgspec.structs.replace(router_settings, transaction="batch")
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute("UPDATE directory.site SET capacity = 2 WHERE id = $1", CCA_SITE)
+    finally:
+        await conn.close()
+    js = nc.jetstream()
+    await set_up_stream(js, settings)
+    requests = [make_request() for _ in range(4)]
+    for request in requests:
+        await send_request(js, request)
+    async with router_client(settings) as client:
+        consumer = _consumer(client)
+        offers = [await observer.until_offer(r.referral_id, 1) for r in requests]
+        assert (consumer.planned, consumer.deferred) == (2, 2)
+    assert [o.site_id for o in offers[:2]] == [CCA_SITE, CCA_SITE]
+    assert {o.site_id for o in offers[2:]} == {CES_SITE}
+    for reserved, capacity, held in (await _places(settings.database_url)).values():
+        assert reserved == held <= capacity
