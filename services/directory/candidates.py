@@ -146,14 +146,10 @@ Ask = tuple[float, float, Criteria]
 
 
 def _found(lat: float, lon: float, rows: Sequence[Any]) -> list[CandidateSite]:
+    # Rows of _BATCH_NEAREST: ord, then _BATCH_COLUMNS in order (by position: a thousand rows
+    # a batch).
     return [
-        CandidateSite(
-            row["id"],
-            row["provider_id"],
-            geodesic_km(lat, lon, row["lat"], row["lon"]),
-            row["reserved"],
-            row["capacity"],
-        )
+        CandidateSite(row[1], row[2], geodesic_km(lat, lon, row[3], row[4]), row[5], row[6])
         for row in rows
     ]
 

@@ -13,6 +13,7 @@ referral each caller sees; what it may not see is a 404, as a referral that does
 import asyncio
 import contextlib
 import datetime
+import gc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -179,6 +180,10 @@ def create_app(settings: RouterSettings) -> Litestar:
                     pool, js, settings, wiring(settings), default_gazetteer().resolve, nc
                 )
                 stop = asyncio.Event()
+                # What start-up made (modules, the gazetteer, the holiday calendar) lives as
+                # long as the process: out of the collector's way, so that its full
+                # collections, triggered by a burst's allocations, do not scan it each time.
+                gc.freeze()
                 loops = router.start(stop)
                 app.state.update(pool=pool, nc=nc, router=router)
                 log.info("router.started", nats=strip_login(settings.nats_url), port=settings.port)

@@ -36,7 +36,6 @@ from services.router.deadlines import Deadline
 from services.router.matching import Candidate, choose
 from services.router.model import (
     Handled,
-    NearbySite,
     OfferEnd,
     OfferRow,
     OutboxRow,
@@ -47,6 +46,7 @@ from services.router.model import (
 from services.router.ports import (
     DirectoryRows,
     History,
+    NearbySite,
     Outbound,
     Outcomes,
     Route,
@@ -59,9 +59,9 @@ K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 
-#: Candidates read per referral, as a multiple of the candidates a matching round asks for:
-#: room for sites taken by earlier messages of the batch before the snapshot runs short.
-PREFETCH_FACTOR = 2
+#: Candidates read per referral beyond those a matching round asks for: room for sites taken
+#: by earlier messages of the batch before the snapshot runs short.
+PREFETCH_SPARE = 2
 
 
 class NeedsDatabase(Exception):
@@ -135,7 +135,7 @@ class BatchState:
     def __init__(self, snapshot: Snapshot, *, deadline: Deadline, candidates: int = 5) -> None:
         self.snapshot = snapshot
         self.writes = Writes()
-        self.deadline = deadline
+        self.deadline = _same_moment_once(deadline)
         self.candidates = candidates
         self._undo: list[Callable[[], None]] = []
 
@@ -196,6 +196,19 @@ class BatchState:
         reserved, capacity = self.snapshot.places[site_id]
         in_use = reserved + self.writes.places.get(site_id, 0)
         return in_use, in_use < capacity
+
+
+def _same_moment_once(deadline: Deadline) -> Deadline:
+    """``deadline``, worked out once for the moment a batch's messages share."""
+    known: dict[datetime.datetime, datetime.datetime] = {}
+
+    def remembered(moment: datetime.datetime) -> datetime.datetime:
+        if moment not in known:
+            known.clear()
+            known[moment] = deadline(moment)
+        return known[moment]
+
+    return remembered
 
 
 def _drop_last(items: list[T]) -> None:
@@ -410,7 +423,7 @@ async def read_snapshot(
     snapshot.referrals = {rid: found.get(rid) for rid in ids}
     snapshot.offers = await store.offers_of([rid for rid in ids if found.get(rid)])
     to_route = routes(snapshot)
-    limit = candidates * PREFETCH_FACTOR
+    limit = candidates + PREFETCH_SPARE
     for route, sites in zip(to_route, await directory.suitable_many(to_route, limit), strict=True):
         referral_id, point, _, skip = route
         snapshot.candidates[referral_id] = Prefetched(
@@ -432,10 +445,20 @@ async def read_snapshot(
 
 async def write(store: StoreRows, directory: DirectoryRows, writes: Writes) -> list[OutboxRow]:
     """The batch's changes, set-based, in its transaction; the outbox rows stored. ``Stale``
-    when the database no longer matches the snapshot they were planned on."""
-    if await store.claim_messages(writes.claims) != len(writes.claims):
+    when the database no longer matches the snapshot they were planned on.
+
+    A message claimed here is stored with its outcome, and a referral created here with its
+    latest status, rather than updated after (two hundred row updates fewer a batch)."""
+    claims = [
+        (*claim, *writes.finished.pop(claim[0], ("handling", None))) for claim in writes.claims
+    ]
+    if await store.claim_messages(claims) != len(claims):
         raise Stale("another router handled one of the batch's messages meanwhile")
-    if await store.create_referrals(writes.referrals) != len(writes.referrals):
+    referrals = []
+    for request, origin, at in writes.referrals:
+        status = writes.statuses.pop(request.referral_id, ("received", 0, at))
+        referrals.append((request, origin, at, *status))
+    if await store.create_referrals(referrals) != len(referrals):
         raise Stale("another router created one of the batch's referrals meanwhile")
     if full := await directory.adjust_places(writes.places):
         raise Stale(f"the last places at {sorted(full)} went to other referrals meanwhile")

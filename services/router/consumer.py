@@ -3,13 +3,16 @@ ack, decided here in one place, after the effects are committed. Two ways to han
 batch (``RouterSettings.transaction``):
 
 ``batch`` (issue 16): the whole batch in one transaction, in stream order
-    fetch batch ─▶ for each message, in a savepoint: parse (invalid ─▶ on_invalid) ─▶ handler
-    ─▶ one commit ─▶ the batch's outbox rows as one JetStream atomic batch ─▶ one mark-sent
+    fetch batch ─▶ read a snapshot set-based ─▶ every handler on it, in memory (``batch.py``)
+    ─▶ write what they did set-based ─▶ the messages the plan deferred, a savepoint each
+    ─▶ one commit ─▶ the batch's outbox rows as JetStream atomic batches ─▶ one mark-sent
     ─▶ ack (or term) every message handled; nak the others
-    A message that fails alone (a deadlock, every place taken meanwhile, a bug) rolls back to
-    its savepoint and is retried alone, with the later messages of its referral, so its
-    neighbours are not failed with it; a failure of the connection fails the whole batch
-    (nothing committed: every message comes back).
+    The next batch's transaction runs while this one is published and settled (``finish``),
+    which completes before the next one's starts. A message that fails alone on the database
+    (a deadlock, every place taken meanwhile, a bug) rolls back to its savepoint and is retried
+    alone, with the later messages of its referral, so its neighbours are not failed with it;
+    a failure of the connection fails the whole batch (nothing committed: every message comes
+    back).
 
 ``message``: one transaction per message, ``concurrency`` referrals at once
     fetch batch ─▶ parse ─▶ handler in one transaction ─▶ commit ─▶ publish its outbox rows
@@ -109,6 +112,17 @@ def parse(subject: str, data: bytes) -> tuple[ReferralEvent, str]:
 #: Failures of one statement that leave the transaction usable once rolled back to the
 #: message's savepoint: that message alone is retried.
 _ALONE: tuple[type[BaseException], ...] = (asyncpg.exceptions.TransactionRollbackError, Contention)
+
+
+@dataclass
+class _Transacted:
+    """A batch committed, waiting to be published and settled."""
+
+    messages: int
+    done: list["_Done"]
+    retry: list[Msg]
+    rows: list[OutboxRow]
+    laps: "_Laps"
 
 
 @dataclass
@@ -227,18 +241,28 @@ class Consumer:
             )
             return True, [row for row in rows if row.id in published]
 
-    async def handle_batch(self, msgs: Sequence[Msg]) -> bool:
-        """Handle a fetched batch as ``settings.transaction`` says; False after a transient
-        failure."""
-        if self.settings.transaction == "batch":
-            return await self.handle_batch_at_once(msgs)
-        return await self.handle_batch_by_message(msgs)
+    async def handle_batch(
+        self, msgs: Sequence[Msg], finishing: "asyncio.Task[None] | None" = None
+    ) -> tuple[bool, "asyncio.Task[None] | None"]:
+        """Handle a fetched batch as ``settings.transaction`` says: whether it went without a
+        transient failure, and (batch path) the task finishing it, to pass to the next call.
 
-    async def handle_batch_at_once(self, msgs: Sequence[Msg]) -> bool:
+        On the batch path the batch's transaction runs while the previous batch (``finishing``)
+        is still being published and settled; that is awaited before this batch's own finish
+        starts, so outbox rows go out and messages are settled in batch order."""
+        if self.settings.transaction != "batch":
+            return await self.handle_batch_by_message(msgs), None
+        transacted = await self.transact(msgs)
+        if finishing is not None:
+            await _finished(finishing)
+        if transacted is None:
+            return False, None
+        return not transacted.retry, asyncio.create_task(self.finish(transacted))
+
+    async def transact(self, msgs: Sequence[Msg]) -> "_Transacted | None":
         """The whole batch in one transaction, planned in memory and written set-based (the
-        messages the plan defers in a savepoint each), one commit, its outbox as atomic
-        batches, then every message settled. Where its time went is logged (``batch.handled``,
-        debug level)."""
+        messages the plan defers in a savepoint each), committed; None when it failed for a
+        transient reason (every message nak'ed: nothing was committed)."""
         laps = _Laps()
         try:
             async with asyncio.timeout(self.settings.message_timeout_s):
@@ -248,13 +272,20 @@ class Consumer:
                     self.replanned += 1
                     log.info("batch.replanned", reason=str(exc), messages=len(msgs))
                     done, retry, rows = await self._in_one_transaction(msgs, laps, plan=False)
-        except TRANSIENT as exc:  # nothing was committed: every message comes back
+        except TRANSIENT as exc:
             log.warning("batch.retry", error=repr(exc), messages=len(msgs))
             for msg in msgs:
                 await _settle(msg.nak(delay=nak_delay(self.settings, msg.metadata.num_delivered)))
-            return False
+            return None
         laps.lap("commit")
-        published = await self.publisher.publish_atomic(rows)
+        return _Transacted(len(msgs), done, retry, rows, laps)
+
+    async def finish(self, batch: "_Transacted") -> None:
+        """A committed batch's outbox as atomic batches, one mark-sent, then every message
+        settled. Where the batch's time went is logged (``batch.handled``, debug level)."""
+        laps = batch.laps
+        laps.lap("waiting")  # for the previous batch's finish
+        published = await self.publisher.publish_atomic(batch.rows)
         laps.lap("publish")
         if published:
             try:
@@ -263,14 +294,18 @@ class Consumer:
             except TRANSIENT as exc:  # the relay re-publishes them; JetStream drops repeats
                 log.warning("outbox.mark_sent_failed", error=repr(exc))
         laps.lap("mark_sent")
-        await asyncio.gather(*(self._settle_done(item) for item in done))
-        for msg in retry:
+        for item in batch.done:  # an ack is only queued on the connection: no need to gather
+            await self._settle_done(item)
+        for msg in batch.retry:
             await _settle(msg.nak(delay=nak_delay(self.settings, msg.metadata.num_delivered)))
         laps.lap("settle")
         log.debug(
-            "batch.handled", messages=len(msgs), retried=len(retry), rows=len(rows), **laps.ms
+            "batch.handled",
+            messages=batch.messages,
+            retried=len(batch.retry),
+            rows=len(batch.rows),
+            **laps.ms,
         )
-        return not retry
 
     async def _settle_done(self, item: _Done) -> None:
         # A poison message is terminated (its dead letter is committed); the rest acked.
@@ -346,12 +381,13 @@ class Consumer:
         done: list[_Done] = []
         later: list[Msg] = []
         deferred: set[object] = set()  # referrals with a message deferred: keep their order
+        now = utcnow()  # one transaction, one moment: every message of the batch is handled at it
         for msg, event, party in parsed:
             started = time.perf_counter()
             key = peek_referral_id(msg.data) if event is None else event.referral_id
             if event is not None and key not in deferred:
                 try:
-                    handled = await state.run(utcnow(), self.work(event, party))
+                    handled = await state.run(now, self.work(event, party))
                 except Exception as exc:  # the database path decides: it may know more
                     log.debug("message.deferred", subject=msg.subject, reason=repr(exc))
                 else:
@@ -496,6 +532,7 @@ class Consumer:
     async def consume(self, stop: asyncio.Event) -> None:
         """Fetch and handle batches until ``stop`` is set; the current batch is finished first."""
         sub = None
+        finishing: asyncio.Task[None] | None = None
         while not stop.is_set():
             try:
                 if sub is None:
@@ -504,22 +541,35 @@ class Consumer:
                     self.settings.batch_size, timeout=self.settings.fetch_timeout_s
                 )
             except (nats.errors.TimeoutError, TimeoutError):
+                if finishing is not None:  # idle: finish the last batch now
+                    await _finished(finishing)
+                    finishing = None
                 continue  # idle (nats-py raises either, depending on where the wait ends)
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 log.warning("nats.fetch_failed", error=repr(exc))
                 await pause(stop, 1.0)
                 continue
             try:
-                handled = await self.handle_batch(msgs)
+                handled, finishing = await self.handle_batch(msgs, finishing)
             except Exception as exc:  # the loop must outlive any batch; JetStream redelivers
                 log.exception("consume.batch_failed", error=repr(exc), messages=len(msgs))
-                handled = False
+                handled, finishing = False, None
             if not handled:
                 await pause(stop, 1.0)
+        if finishing is not None:
+            await _finished(finishing)
         if sub is not None:
             # A pull subscription left open makes the connection's drain wait for its timeout.
             with contextlib.suppress(nats.errors.Error, OSError):
                 await sub.unsubscribe()
+
+
+async def _finished(finishing: "asyncio.Task[None]") -> None:
+    """Wait for a batch's finish; a failure is logged (its messages come back unsettled)."""
+    try:
+        await finishing
+    except Exception as exc:
+        log.exception("consume.finish_failed", error=repr(exc))
 
 
 async def _settle(ack: Awaitable[None]) -> None:

@@ -9,8 +9,8 @@ from contracts.referrals import ReferralRequested
 from services.directory import candidates
 from services.infra.db import Connection
 from services.router.matching import Candidate
-from services.router.model import NearbySite, Point
-from services.router.ports import Route
+from services.router.model import Point
+from services.router.ports import NearbySite, Route
 
 __all__ = ["SqlDirectory", "missing_directory_schema"]
 
@@ -73,15 +73,11 @@ class SqlDirectory:
 
     # -- a batch's set-based reads and writes (``batch.DirectoryRows``) ------------------------
 
-    async def suitable_many(self, routes: Sequence[Route], limit: int) -> list[list[NearbySite]]:
+    async def suitable_many(
+        self, routes: Sequence[Route], limit: int
+    ) -> Sequence[Sequence[NearbySite]]:
         asks = [(at.lat, at.lon, _criteria(request, skip)) for _, at, request, skip in routes]
-        return [
-            [
-                NearbySite(s.site_id, s.provider_id, s.distance_km, s.reserved, s.capacity)
-                for s in sites
-            ]
-            for sites in await candidates.suitable_sites_many(self.conn, asks, limit)
-        ]
+        return await candidates.suitable_sites_many(self.conn, asks, limit)
 
     async def excluded_many(
         self, asks: Sequence[tuple[Route, float | None]]

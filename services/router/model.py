@@ -34,19 +34,6 @@ class ReferralRow:
 
 
 @dataclass(frozen=True)
-class NearbySite:
-    """A suitable site as the batch path reads it: ``matching.Candidate`` and its capacity."""
-
-    site_id: str
-    provider_id: str
-    #: Geodesic (WGS84) distance from the client, in kilometres.
-    distance_km: float
-    #: Places in use (open offers and referrals held) and places in all, when read.
-    reserved: int
-    capacity: int
-
-
-@dataclass(frozen=True)
 class OfferRow:
     id: uuid.UUID
     referral_id: uuid.UUID

@@ -14,7 +14,6 @@ from contracts.directory import Origin
 from contracts.referrals import ReferralRequested, ReferralStatus
 from services.router.matching import Candidate
 from services.router.model import (
-    NearbySite,
     OfferEnd,
     OfferRow,
     OutboxRow,
@@ -125,6 +124,36 @@ class Directory(Protocol):
         ...
 
 
+#: A message handled by a batch: (message_id, referral_id, subject, at, outcome, reason).
+Claim = tuple[uuid.UUID, uuid.UUID | None, str, datetime.datetime, str, str | None]
+#: A referral a batch created: (request, origin, created_at, status, attempt, updated_at).
+NewReferral = tuple[
+    ReferralRequested, Origin, datetime.datetime, ReferralStatus, int, datetime.datetime
+]
+
+
+class NearbySite(Protocol):
+    """A suitable site as the batch path reads it: a ``matching.Candidate`` and its capacity
+    (``services.directory.candidates.CandidateSite`` is one)."""
+
+    @property
+    def site_id(self) -> str: ...
+    @property
+    def provider_id(self) -> str: ...
+    @property
+    def distance_km(self) -> float:
+        """Geodesic (WGS84) distance from the client, in kilometres."""
+        ...
+
+    @property
+    def reserved(self) -> int:
+        """Places in use (open offers and referrals held) when read."""
+        ...
+
+    @property
+    def capacity(self) -> int: ...
+
+
 # -- the batch path's set-based reads and writes (``services.router.batch``) ----------------------
 
 #: One referral to route: its id, point, request, and the sites to skip (offered already).
@@ -141,13 +170,13 @@ class StoreRows(Protocol):
 
     async def offers_of(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[OfferRow]]: ...
 
-    async def claim_messages(
-        self, claims: Sequence[tuple[uuid.UUID, uuid.UUID | None, str, datetime.datetime]]
-    ) -> int: ...
+    async def claim_messages(self, claims: Sequence[Claim]) -> int:
+        """Record these messages as handled, with their outcomes; how many were not before."""
+        ...
 
-    async def create_referrals(
-        self, referrals: Sequence[tuple[ReferralRequested, Origin, datetime.datetime]]
-    ) -> int: ...
+    async def create_referrals(self, referrals: Sequence[NewReferral]) -> int:
+        """Store these referrals at their latest status; how many were not known before."""
+        ...
 
     async def close_offers(
         self, closed: Sequence[tuple[uuid.UUID, OfferEnd, datetime.datetime]]
@@ -165,7 +194,7 @@ class DirectoryRows(Protocol):
 
     async def suitable_many(
         self, routes: Sequence[Route], limit: int
-    ) -> list[list[NearbySite]]: ...
+    ) -> Sequence[Sequence[NearbySite]]: ...
 
     async def excluded_many(
         self, asks: Sequence[tuple[Route, float | None]]

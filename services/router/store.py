@@ -18,7 +18,7 @@ from contracts.referrals import Explanation, ReferralRequested
 from contracts.router import HistoryEntry, OfferView, ReferralView
 from services.infra.db import Connection
 from services.router.model import OfferEnd, OfferRow, OutboxRow, ReferralRow
-from services.router.ports import History, Outbound, Outcomes, Statuses
+from services.router.ports import Claim, History, NewReferral, Outbound, Outcomes, Statuses
 
 _explanation = msgspec.json.Decoder(Explanation)
 
@@ -272,43 +272,42 @@ class SqlStore:
             found.setdefault(row["referral_id"], []).append(OfferRow(**dict(row)))
         return found
 
-    async def claim_messages(
-        self, claims: Sequence[tuple[uuid.UUID, uuid.UUID | None, str, datetime.datetime]]
-    ) -> int:
-        """``claim_message`` for many; how many were claimed (the others were handled before)."""
+    async def claim_messages(self, claims: Sequence[Claim]) -> int:
+        """``claim_message`` for many, each stored with its outcome; how many were claimed
+        (the others were handled before)."""
         if not claims:
             return 0
         rows = await self.conn.fetch(
-            "INSERT INTO router.processed (message_id, referral_id, subject, outcome, at)"
-            " SELECT m, r, s, 'handling', a"
-            " FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[]) AS t(m, r, s, a)"
-            " ON CONFLICT DO NOTHING RETURNING true",
+            "INSERT INTO router.processed (message_id, referral_id, subject, at, outcome, reason)"
+            " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::timestamptz[],"
+            " $5::text[], $6::text[]) ON CONFLICT DO NOTHING RETURNING true",
             *(list(column) for column in zip(*claims, strict=True)),
         )
         return len(rows)
 
-    async def create_referrals(
-        self, referrals: Sequence[tuple[ReferralRequested, Origin, datetime.datetime]]
-    ) -> int:
-        """``create_referral`` for many; how many were created (the others were known)."""
+    async def create_referrals(self, referrals: Sequence[NewReferral]) -> int:
+        """``create_referral`` for many, each stored at its latest status; how many were
+        created (the others were known)."""
         if not referrals:
             return 0
         rows = await self.conn.fetch(
-            "INSERT INTO router.referral (id, status, request, lat, lon, precision,"
-            " resolved_from, source_system, created_at, updated_at)"
-            " SELECT id, 'received', request::jsonb, lat, lon, precision, resolved_from,"
-            " source_system, at, at FROM unnest($1::uuid[], $2::text[], $3::float8[],"
-            " $4::float8[], $5::text[], $6::text[], $7::text[], $8::timestamptz[])"
-            " AS t(id, request, lat, lon, precision, resolved_from, source_system, at)"
+            "INSERT INTO router.referral (id, request, lat, lon, precision, resolved_from,"
+            " source_system, created_at, status, attempt, updated_at)"
+            " SELECT id, request::jsonb, lat, lon, precision, resolved_from, source_system,"
+            " created_at, status, attempt, updated_at FROM unnest($1::uuid[], $2::text[],"
+            " $3::float8[], $4::float8[], $5::text[], $6::text[], $7::text[],"
+            " $8::timestamptz[], $9::text[], $10::integer[], $11::timestamptz[])"
+            " AS t(id, request, lat, lon, precision, resolved_from, source_system, created_at,"
+            " status, attempt, updated_at)"
             " ON CONFLICT (id) DO NOTHING RETURNING true",
-            [request.referral_id for request, _, _ in referrals],
-            [encode(request).decode() for request, _, _ in referrals],
-            [origin.lat for _, origin, _ in referrals],
-            [origin.lon for _, origin, _ in referrals],
-            [origin.precision for _, origin, _ in referrals],
-            [origin.resolved_from for _, origin, _ in referrals],
-            [request.source.system for request, _, _ in referrals],
-            [at for _, _, at in referrals],
+            [request.referral_id for request, *_ in referrals],
+            [encode(request).decode() for request, *_ in referrals],
+            [origin.lat for _, origin, *_ in referrals],
+            [origin.lon for _, origin, *_ in referrals],
+            [origin.precision for _, origin, *_ in referrals],
+            [origin.resolved_from for _, origin, *_ in referrals],
+            [request.source.system for request, *_ in referrals],
+            *(list(column) for column in list(zip(*referrals, strict=True))[2:]),
         )
         return len(rows)
 
