@@ -92,6 +92,9 @@ class CandidateSite:
     #: Places in use (open offers and referrals held) and places in all.
     reserved: int
     capacity: int
+    #: Where the site is (the batch path measures as the exclusion counts do).
+    lat: float = 0.0
+    lon: float = 0.0
 
 
 def suitable_query(lat: float, lon: float, criteria: Criteria, limit: int) -> tuple[str, list[Any]]:
@@ -111,7 +114,13 @@ async def suitable_sites(
         if criteria.max_distance_km is None or distance <= criteria.max_distance_km:
             found.append(
                 CandidateSite(
-                    row["id"], row["provider_id"], distance, row["reserved"], row["capacity"]
+                    row["id"],
+                    row["provider_id"],
+                    distance,
+                    row["reserved"],
+                    row["capacity"],
+                    row["lat"],
+                    row["lon"],
                 )
             )
     found.sort(key=lambda hit: (hit.distance_km, hit.site_id))
@@ -149,7 +158,9 @@ def _found(lat: float, lon: float, rows: Sequence[Any]) -> list[CandidateSite]:
     # Rows of _BATCH_NEAREST: ord, then _BATCH_COLUMNS in order (by position: a thousand rows
     # a batch).
     return [
-        CandidateSite(row[1], row[2], geodesic_km(lat, lon, row[3], row[4]), row[5], row[6])
+        CandidateSite(
+            row[1], row[2], geodesic_km(lat, lon, row[3], row[4]), row[5], row[6], row[3], row[4]
+        )
         for row in rows
     ]
 

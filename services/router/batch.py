@@ -24,6 +24,7 @@ at once by two replicas.
 """
 
 import datetime
+import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -58,6 +59,27 @@ from services.router.unit_of_work import UnitOfWork
 K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
+
+#: PostgreSQL earthdistance's earth radius (metres), and the slack the exclusion counts divide
+#: the chosen site's distance by (``services.directory.site_query``).
+EARTH_M = 6378168.0
+SPHERE_SLACK = 1.01
+
+
+def sphere_m(at: Point, site: NearbySite) -> float:
+    """``earth_distance(ll_to_earth(at), ll_to_earth(site))``, as PostgreSQL computes it."""
+
+    def xyz(lat: float, lon: float) -> tuple[float, float, float]:
+        lat, lon = math.radians(lat), math.radians(lon)
+        return (
+            EARTH_M * math.cos(lat) * math.cos(lon),
+            EARTH_M * math.cos(lat) * math.sin(lon),
+            EARTH_M * math.sin(lat),
+        )
+
+    chord = math.dist(xyz(at.lat, at.lon), xyz(site.lat, site.lon))
+    return 2 * EARTH_M * math.asin(min(chord / (2 * EARTH_M), 1.0))
+
 
 #: Candidates read per referral beyond those a matching round asks for: room for sites taken
 #: by earlier messages of the batch before the snapshot runs short.
@@ -365,7 +387,20 @@ class BatchDirectory:
         read = self.snapshot.exclusions.get(request.referral_id)
         if read is None or read.skip != frozenset(skip_sites) or read.within_km != within_km:
             raise NeedsDatabase("these exclusion counts were not read")
-        return dict(read.counts)
+        counts = dict(read.counts)
+        # A site suitable when read and full now (its last place went to an earlier message
+        # of the batch) is counted as the database would count it now.
+        candidates = self.snapshot.candidates[request.referral_id]
+        full = sum(
+            1
+            for site in candidates.sites
+            if not self.state.room(site.site_id)[1]
+            and site.site_id not in read.skip
+            and (within_km is None or sphere_m(at, site) < within_km * 1000 / SPHERE_SLACK)
+        )
+        if full:
+            counts["not_accepting_or_full"] = counts.get("not_accepting_or_full", 0) + full
+        return counts
 
     async def reserve(self, site_id: str) -> bool:
         if site_id not in self.snapshot.places:
@@ -385,24 +420,30 @@ class BatchDirectory:
 # -- reading the snapshot and writing the plan ----------------------------------------------------
 
 
-def likely_within(read: Prefetched, request: ReferralRequested, candidates: int) -> float | None:
-    """The distance of the site ``offer_next`` will most likely choose from ``read`` (the
-    exclusion counts are read for it), None when none is suitable; ``NeedsDatabase`` when
-    ``read`` cannot tell."""
-    found = [
-        Candidate(s.site_id, s.provider_id, s.distance_km, s.reserved)
-        for s in read.sites[:candidates]
-    ]
+def likely_choice(
+    read: Prefetched, request: ReferralRequested, candidates: int, taken: dict[str, int]
+) -> NearbySite | None:
+    """The site ``offer_next`` will most likely choose from ``read`` (the exclusion counts
+    are read for it), given the places ``taken`` by the batch's earlier referrals (counted in);
+    None when none is suitable; ``NeedsDatabase`` when ``read`` cannot tell."""
+    free = [s for s in read.sites if s.reserved + taken.get(s.site_id, 0) < s.capacity]
+    load = {s.site_id: s.reserved + taken.get(s.site_id, 0) for s in free}
+    found = [Candidate(s.site_id, s.provider_id, s.distance_km, load[s.site_id]) for s in free]
+    nearest = found[:candidates]
     preferred = request.preferred_provider_id
-    if preferred and not any(c.provider_id == preferred for c in found):
-        extra = [s for s in read.sites if s.provider_id == preferred][:1]
+    if preferred and not any(c.provider_id == preferred for c in nearest):
+        extra = [c for c in found if c.provider_id == preferred][:1]
         if not extra and not read.complete:
             raise NeedsDatabase("the preferred provider's sites were not read")
-        found += [Candidate(s.site_id, s.provider_id, s.distance_km, s.reserved) for s in extra]
-    if len(found) < candidates and not read.complete:
+        nearest += extra
+    if len(nearest) < candidates and not read.complete:
         raise NeedsDatabase("more candidates than were read")
-    chosen = choose(found, excluded={}, preferred_provider_id=preferred).candidate
-    return None if chosen is None else chosen.distance_km
+    nearest.sort(key=lambda c: (c.distance_km, c.site_id))
+    chosen = choose(nearest, excluded={}, preferred_provider_id=preferred).candidate
+    if chosen is None:
+        return None
+    taken[chosen.site_id] = taken.get(chosen.site_id, 0) + 1
+    return next(s for s in free if s.site_id == chosen.site_id)
 
 
 async def read_snapshot(
@@ -432,12 +473,13 @@ async def read_snapshot(
         for site in sites:
             snapshot.places.setdefault(site.site_id, (site.reserved, site.capacity))
     asks: list[tuple[Route, float | None]] = []
+    taken: dict[str, int] = {}  # the places the batch's referrals will likely take, in order
     for route in to_route:
         try:
-            within = likely_within(snapshot.candidates[route[0]], route[2], candidates)
+            chosen = likely_choice(snapshot.candidates[route[0]], route[2], candidates, taken)
         except NeedsDatabase:
             continue  # its handler will find out, and defer it
-        asks.append((route, within))
+        asks.append((route, None if chosen is None else chosen.distance_km))
     for (route, within), counts in zip(asks, await directory.excluded_many(asks), strict=True):
         snapshot.exclusions[route[0]] = Excluded(frozenset(route[3]), within, counts)
     return snapshot

@@ -152,6 +152,10 @@ class NearbySite(Protocol):
 
     @property
     def capacity(self) -> int: ...
+    @property
+    def lat(self) -> float: ...
+    @property
+    def lon(self) -> float: ...
 
 
 # -- the batch path's set-based reads and writes (``services.router.batch``) ----------------------

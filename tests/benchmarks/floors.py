@@ -1,10 +1,13 @@
 """The router's two floors: its per-referral work done by the bare dependencies in one loop,
 one transaction per referral or one per fetched batch.
 
-Both loops do the same work for each referral: JetStream fetch(100); the 5 nearest suitable
-sites (the router's candidates query); reserve a place at the first; insert the referral, its
-offer, two history rows and three outbox rows; commit; publish the three messages with
-``Nats-Msg-Id``; mark them sent; ack. They differ only in how the work is grouped:
+Both loops do the same work for each referral: JetStream fetch(100); claim its message id
+(an insert that a repeat would conflict with, as the router's idempotency does); the 5 nearest
+suitable sites (the router's candidates query); count what each rule excluded nearer than the
+first (the router's exclusion counts, which explain its choice); reserve a place at the first;
+insert the referral, its offer, two history rows and three outbox rows; commit; publish the
+three messages with ``Nats-Msg-Id``; mark them sent; ack. They differ only in how the work is
+grouped:
 
 - ``per_referral``: one transaction per referral, 8 referrals at once on 8 held connections
   (the router of today's shape), the three publishes in flight together;
@@ -33,7 +36,19 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, StorageType, StreamConfig
 
-from services.directory.candidates import Criteria, suitable_query
+from services.directory.candidates import (
+    EXCLUSION_SCAN,
+    EXCLUSION_SCAN_CHOSEN,
+    Criteria,
+    suitable_query,
+)
+from services.directory.site_query import (
+    SiteFilter,
+    batch_criteria,
+    batch_exclusions_query,
+    exclusions_query,
+)
+from services.geo import geodesic_km
 
 Shape = Literal["per_referral", "batched"]
 
@@ -46,9 +61,10 @@ CONCURRENCY = 8
 FETCH = 100
 
 SCHEMA = """
-DROP TABLE IF EXISTS public.floor_referral, public.floor_offer, public.floor_history,
-    public.floor_outbox, public.floor_site;
+DROP TABLE IF EXISTS public.floor_referral, public.floor_processed, public.floor_offer,
+    public.floor_history, public.floor_outbox, public.floor_site;
 CREATE TABLE public.floor_referral (id uuid PRIMARY KEY, body jsonb NOT NULL);
+CREATE TABLE public.floor_processed (message_id uuid PRIMARY KEY, referral_id uuid NOT NULL);
 CREATE TABLE public.floor_offer (id uuid PRIMARY KEY, referral_id uuid NOT NULL, site_id text);
 CREATE TABLE public.floor_history (id bigserial PRIMARY KEY, referral_id uuid NOT NULL,
     status text NOT NULL, at timestamptz NOT NULL DEFAULT now());
@@ -74,7 +90,7 @@ WITH r AS MATERIALIZED (
     SELECT ord, ll_to_earth(lat, lon) AS here, string_to_array(needs, ',') AS needs
     FROM unnest($1::float8[], $2::float8[], $3::text[]) WITH ORDINALITY AS u(lat, lon, needs, ord)
 )
-SELECT r.ord, c.id FROM r
+SELECT r.ord, c.id, c.d FROM r
 LEFT JOIN LATERAL (
     SELECT s.id, s.d FROM (
         SELECT s.*, s.earth_point <-> r.here AS d FROM directory.site s
@@ -93,6 +109,13 @@ UPDATE public.floor_site f SET reserved = f.reserved + t.n
 FROM (SELECT id, count(*) AS n FROM unnest($1::text[]) AS id GROUP BY id) t
 WHERE f.id = t.id AND f.reserved + t.n <= f.capacity RETURNING f.id
 """
+#: The router's exclusion counts for a batch (its own SQL text, as the per-referral floor runs
+#: the router's ``exclusions_query``).
+BATCH_EXCLUSIONS = batch_exclusions_query()
+CLAIM = (
+    "INSERT INTO public.floor_processed (message_id, referral_id)"
+    " SELECT * FROM unnest($1::uuid[], $2::uuid[]) ON CONFLICT DO NOTHING"
+)
 INSERT_REFERRALS = (
     "INSERT INTO public.floor_referral (id, body) SELECT * FROM unnest($1::uuid[], $2::jsonb[])"
 )
@@ -114,6 +137,11 @@ MARK_SENT = "UPDATE public.floor_outbox SET sent_at = now() WHERE id = ANY($1::b
 Outgoing = tuple[uuid.UUID, str, bytes]
 
 
+def _criteria(body: dict[str, Any]) -> SiteFilter:
+    """What the floors ask of a site (the BATCH_CANDIDATES filters)."""
+    return Criteria(needs=body["needs"], language="en", eligibility=()).site_filter()
+
+
 async def _record(
     conn: asyncpg.Connection, bodies: Sequence[dict[str, Any]], sites: Sequence[str | None]
 ) -> tuple[list[int], list[Outgoing]]:
@@ -124,6 +152,7 @@ async def _record(
     }
     chosen = [site if site in reserved else None for site in sites]
     ids = [uuid.UUID(body["referral_id"]) for body in bodies]
+    await conn.execute(CLAIM, [uuid.UUID(body["message_id"]) for body in bodies], ids)
     await conn.execute(INSERT_REFERRALS, ids, [json.dumps(body) for body in bodies])
     offered = [(rid, site) for rid, site in zip(ids, chosen, strict=True) if site is not None]
     if offered:
@@ -222,12 +251,25 @@ async def _batched(
             [p["lon"] for p in points],
             [",".join(body["needs"]) for body in bodies],
         )
-        first: dict[int, str] = {}
+        first: dict[int, tuple[str, float]] = {}
         for row in rows:
             if row["id"] is not None:
-                first.setdefault(row["ord"], row["id"])
-        sites = [first.get(n) for n in range(1, len(bodies) + 1)]
+                first.setdefault(row["ord"], (row["id"], row["d"]))
+        nearest = [first.get(n) for n in range(1, len(bodies) + 1)]
+        sites = [None if hit is None else hit[0] for hit in nearest]
         clock.lap("candidates_s")
+        origins = [
+            batch_criteria(
+                p["lat"],
+                p["lon"],
+                _criteria(body),
+                within_km=None if hit is None else hit[1] / 1000,
+                scan=EXCLUSION_SCAN if hit is None else EXCLUSION_SCAN_CHOSEN,
+            )
+            for p, body, hit in zip(points, bodies, nearest, strict=True)
+        ]
+        await conn.fetch(BATCH_EXCLUSIONS, json.dumps(origins))
+        clock.lap("exclusions_s")
         outbox, messages = await _record(conn, bodies, sites)
         clock.lap("writes_s")
     clock.lap("commit_s")
@@ -243,12 +285,21 @@ async def _one(js: JetStreamContext, conn: asyncpg.Connection, msg: Msg, stats: 
     clock = _Clock(stats)
     body = json.loads(msg.data)
     location = body["client"]["location"]
-    sql, args = suitable_query(
-        location["lat"], location["lon"], Criteria(needs=body["needs"], language="en"), 5
-    )
+    lat, lon = location["lat"], location["lon"]
+    sql, args = suitable_query(lat, lon, Criteria(needs=body["needs"], language="en"), 5)
     async with conn.transaction():
         rows = await conn.fetch(sql, *args)
         clock.lap("candidates_s")
+        within = geodesic_km(lat, lon, rows[0]["lat"], rows[0]["lon"]) if rows else None
+        sql, args = exclusions_query(
+            lat,
+            lon,
+            _criteria(body),
+            within_km=within,
+            scan=EXCLUSION_SCAN if within is None else EXCLUSION_SCAN_CHOSEN,
+        )
+        await conn.fetch(sql, *args)
+        clock.lap("exclusions_s")
         outbox, messages = await _record(conn, [body], [rows[0]["id"] if rows else None])
         clock.lap("writes_s")
     clock.lap("commit_s")

@@ -121,12 +121,12 @@ async def test_a_batch_is_planned_in_memory_and_written_set_based(
     assert places[CES_SITE][0] == places[CES_SITE][2] == 20
 
 
-async def test_when_places_run_out_within_a_batch_the_rest_go_to_the_database(
+async def test_when_places_run_out_within_a_batch_the_plan_moves_on_to_the_next_site(
     router_settings: RouterSettings, observer: Observer, nc: Any
 ) -> None:
     """Two places at the nearest site and four requests in one fetch: the plan offers the two,
-    the other two (whose choice the snapshot did not foresee) are handled on the database in
-    the same transaction; no site holds more offers than places."""
+    and the other two the next site, explaining that the nearest is full, as handling them
+    one by one would; no site holds more offers than places."""
     settings = msgspec.structs.replace(router_settings, transaction="batch")
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -141,8 +141,34 @@ async def test_when_places_run_out_within_a_batch_the_rest_go_to_the_database(
     async with router_client(settings) as client:
         consumer = _consumer(client)
         offers = [await observer.until_offer(r.referral_id, 1) for r in requests]
-        assert (consumer.planned, consumer.deferred) == (2, 2)
-    assert [o.site_id for o in offers[:2]] == [CCA_SITE, CCA_SITE]
-    assert {o.site_id for o in offers[2:]} == {CES_SITE}
+        assert (consumer.planned, consumer.deferred, consumer.replanned) == (4, 0, 0)
+    assert [o.site_id for o in offers] == [CCA_SITE, CCA_SITE, CES_SITE, CES_SITE]
+    for offer in offers[2:]:
+        status = await observer.until_status(offer.referral_id, "offered")
+        assert status.explanation is not None
+        assert status.explanation.excluded.get("not_accepting_or_full") == 1
     for reserved, capacity, held in (await _places(settings.database_url)).values():
         assert reserved == held <= capacity
+
+
+async def test_what_the_plan_cannot_answer_goes_to_the_database_in_stream_order(
+    router_settings: RouterSettings, observer: Observer, nc: Any
+) -> None:
+    """A request with a radius (its candidates are not read with the batch's) and its cancel
+    are handled on the database, in that order, in the same transaction; their neighbours
+    are planned."""
+    settings = msgspec.structs.replace(router_settings, transaction="batch")
+    js = nc.jetstream()
+    await set_up_stream(js, settings)
+    before, within, after = make_request(), make_request(max_distance_km=50.0), make_request()
+    for request in (before, within):
+        await send_request(js, request)
+    await send_cancel(js, cancel(within.referral_id, "the client moved"))
+    await send_request(js, after)
+    async with router_client(settings) as client:
+        consumer = _consumer(client)
+        assert (await observer.until_terminal(within.referral_id)).status == "cancelled"
+        for request in (before, after):
+            await observer.until_offer(request.referral_id, 1)
+        assert (consumer.planned, consumer.deferred, consumer.replanned) == (2, 2, 0)
+    assert observer.statuses(within.referral_id) == ["received", "offered", "cancelled"]

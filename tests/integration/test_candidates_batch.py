@@ -16,6 +16,8 @@ from services.directory.candidates import (
     suitable_sites_many,
 )
 from services.directory.site_query import _BATCH_CONDITIONS, SiteFilter, _conditions
+from services.router.batch import sphere_m
+from services.router.model import Point
 from tests.benchmarks.generate import ACCESSIBILITY, CORE, OTHER, PREFIX, generate, places
 
 pytestmark = pytest.mark.integration
@@ -107,6 +109,19 @@ async def test_many_referrals_candidates_and_exclusions_in_one_statement_each(
         assert counts == await exclusions(conn, lat, lon, criteria, within_km=within)
     assert sum(sum(c.values()) for c in counted) > 0
     await transaction.rollback()
+
+    # The batch path measures a site as earthdistance does (to count sites filled by the batch
+    # itself), to within a millimetre.
+    for (lat, lon, _), found in zip(asks, together, strict=True):
+        for site in found:
+            measured = await conn.fetchval(
+                "SELECT earth_distance(ll_to_earth($1, $2), ll_to_earth($3, $4))",
+                lat,
+                lon,
+                site.lat,
+                site.lon,
+            )
+            assert sphere_m(Point(lat, lon), site) == pytest.approx(measured, abs=1e-3)
 
 
 async def test_places_taken_and_given_back_at_many_sites_never_over_commit(

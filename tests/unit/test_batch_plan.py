@@ -20,7 +20,7 @@ from services.router.batch import (
     Snapshot,
     Stale,
     Writes,
-    likely_within,
+    likely_choice,
     write,
 )
 from services.router.handlers import on_requested, on_response
@@ -42,6 +42,8 @@ def nearby(capacity: int = 25, reserved: int = 0, skip: Sequence[str] = ()) -> l
             geodesic_km(AT.lat, AT.lon, s.lat, s.lon),
             reserved,
             capacity,
+            s.lat,
+            s.lon,
         )
         for s in lanark_sites()
         if s.site_id not in skip
@@ -191,14 +193,34 @@ async def test_a_decline_is_planned_with_the_next_site_from_the_candidates_read(
     assert [o.state for o in state.snapshot.offers[request.referral_id]] == ["declined", "open"]
 
 
-def test_the_likely_choice_is_the_nearest_unless_the_read_cannot_tell() -> None:
+def test_the_likely_choice_is_the_nearest_with_a_place_left_unless_the_read_cannot_tell() -> None:
     request = make_request()
-    sites = nearby()
+    sites = nearby(capacity=2)
     read = Prefetched(AT, frozenset(), sites, complete=True)
-    assert likely_within(read, request, 5) == sites[0].distance_km
-    assert likely_within(Prefetched(AT, frozenset(), [], complete=True), request, 5) is None
+    taken: dict[str, int] = {}
+    chosen = [likely_choice(read, request, 5, taken) for _ in range(3)]
+    # Two places at Carleton Place, then the next nearest: the batch's own reservations count.
+    assert [None if c is None else c.site_id for c in chosen] == [CCA_SITE, CCA_SITE, CES_SITE]
+    assert taken == {CCA_SITE: 2, CES_SITE: 1}
+    assert likely_choice(Prefetched(AT, frozenset(), [], complete=True), request, 5, {}) is None
     with pytest.raises(NeedsDatabase):  # 3 read, 5 wanted, and there may be more
-        likely_within(Prefetched(AT, frozenset(), sites, complete=False), request, 5)
+        likely_choice(Prefetched(AT, frozenset(), sites, complete=False), request, 5, {})
+
+
+async def test_a_site_filled_by_the_batch_counts_as_full_in_the_explanation() -> None:
+    """Two requests, one place at Carleton Place: the second is offered Perth, and its
+    explanation counts Carleton Place as full, as handling them one by one would."""
+    first, second = make_request(), make_request()
+    snapshot = snapshot_for([first, second], capacity=1)
+    perth = next(s for s in nearby() if s.site_id == CES_SITE)
+    snapshot.exclusions[second.referral_id] = Excluded(frozenset(), perth.distance_km, {})
+    state = state_for(snapshot)
+    assert await plan_request(state, first) == "offered"
+    assert await plan_request(state, second) == "offered"
+    offered = state.writes.history[-1][1]
+    assert offered.site_id == CES_SITE
+    assert offered.explanation is not None
+    assert offered.explanation.excluded == {"not_accepting_or_full": 1}
 
 
 class Rows:
