@@ -27,6 +27,7 @@ from services.infra.db import Connection
 __all__ = [
     "CandidateSite",
     "Criteria",
+    "Seen",
     "adjust_places",
     "exclusions",
     "exclusions_many",
@@ -174,28 +175,41 @@ async def _index_scans(conn: Connection) -> None:
     await conn.execute("SET LOCAL enable_seqscan = off")
 
 
+#: Whether another transaction's changes are in what a statement read: the transaction asked
+#: about (``xid``) had committed when it began; None when not asked, or nothing was read.
+Seen = bool | None
+
+
 async def suitable_sites_many(
-    conn: Connection, asks: Sequence[Ask], limit: int
-) -> list[list[CandidateSite]]:
+    conn: Connection, asks: Sequence[Ask], limit: int, *, xid: int | None = None
+) -> tuple[list[list[CandidateSite]], Seen]:
     """For each of ``asks`` (no ``max_distance_km``: ask those alone), up to ``limit`` suitable
-    sites in one statement, in the database's order (nearest on the sphere first, ties by site
-    id), with their geodesic distance: ``suitable_sites`` for many referrals at once."""
+    sites in one statement, in the database's order (nearest on the sphere first), with their
+    geodesic distance: ``suitable_sites`` for many referrals at once. And whether the
+    transaction ``xid`` had committed when they were read (its places counted in or not)."""
     if not asks:
-        return []
+        return [], None
     origins = [batch_criteria(lat, lon, c.site_filter()) for lat, lon, c in asks]
     await _index_scans(conn)
     rows: dict[int, list[Any]] = {}
-    for row in await conn.fetch(_BATCH_NEAREST, msgspec.json.encode(origins).decode(), limit):
+    seen: Seen = None
+    for row in await conn.fetch(_BATCH_NEAREST, msgspec.json.encode(origins).decode(), limit, xid):
         rows.setdefault(row["ord"], []).append(row)
-    return [_found(lat, lon, rows.get(n, [])) for n, (lat, lon, _) in enumerate(asks, start=1)]
+        seen = row["seen"]
+    found = [_found(lat, lon, rows.get(n, [])) for n, (lat, lon, _) in enumerate(asks, start=1)]
+    return found, seen
 
 
 async def exclusions_many(
-    conn: Connection, asks: Sequence[tuple[float, float, Criteria, float | None]]
-) -> list[dict[str, int]]:
-    """``exclusions`` for many (lat, lon, criteria, within_km) in one statement."""
+    conn: Connection,
+    asks: Sequence[tuple[float, float, Criteria, float | None]],
+    *,
+    xid: int | None = None,
+) -> tuple[list[dict[str, int]], Seen]:
+    """``exclusions`` for many (lat, lon, criteria, within_km) in one statement, and whether
+    the transaction ``xid`` had committed when they were counted."""
     if not asks:
-        return []
+        return [], None
     origins = [
         batch_criteria(
             lat,
@@ -208,9 +222,11 @@ async def exclusions_many(
     ]
     counts: list[dict[str, int]] = [{} for _ in asks]
     await _index_scans(conn)
-    for row in await conn.fetch(_BATCH_EXCLUSIONS, msgspec.json.encode(origins).decode()):
+    seen: Seen = None
+    for row in await conn.fetch(_BATCH_EXCLUSIONS, msgspec.json.encode(origins).decode(), xid):
         counts[row["ord"] - 1][row["rule"]] = row["n"]
-    return counts
+        seen = row["seen"]
+    return counts, seen
 
 
 async def adjust_places(conn: Connection, changes: Mapping[str, int]) -> set[str]:

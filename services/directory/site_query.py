@@ -216,7 +216,8 @@ def batch_criteria(
 
 def batch_nearest_query(columns: str) -> str:
     """SQL: for each origin of $1 (``batch_criteria`` objects), ``columns`` (of ``s``) of its
-    $2 nearest suitable sites, as rows (ord, ...) nearest first.
+    $2 nearest suitable sites, as rows (ord, ..., seen) nearest first; ``seen``: whether the
+    transaction $3 (an xid8, or NULL) had committed when the rows were read.
 
     The KNN scan sits in a subquery the planner may not flatten (OFFSET 0), so the filters
     apply to its stream and LIMIT stops it. Beside the filters, the planner guessed one row
@@ -224,7 +225,7 @@ def batch_nearest_query(columns: str) -> str:
     origins at 100,000 sites); with ties ordered by site id, it sorted every suitable site."""
     conditions = " AND ".join(condition for _, condition in _BATCH_CONDITIONS)
     return f"""{_ORIGINS}
-SELECT r.ord, c.* FROM r
+SELECT r.ord, c.*, pg_visible_in_snapshot($3::xid8, pg_current_snapshot()) AS seen FROM r
 JOIN LATERAL (
     SELECT {columns}, s.d FROM (
         SELECT {_SITE_RULE_COLUMNS}, s.earth_point <-> r.here AS d FROM directory.site s
@@ -250,12 +251,14 @@ _EVERYWHERE_M = 100_000_000
 
 def batch_exclusions_query() -> str:
     """SQL: for each origin of $1, ``exclusions_query``'s counts (rows ord, rule, n) among its
-    ``scan`` nearest sites nearer than ``within_m`` metres on the sphere (all when NULL)."""
+    ``scan`` nearest sites nearer than ``within_m`` metres on the sphere (all when NULL), and
+    whether the transaction $2 (an xid8, or NULL) had committed when they were counted."""
     first_failed = " ".join(
         f"WHEN NOT ({condition}) THEN '{rule}'" for rule, condition in _BATCH_CONDITIONS
     )
     return f"""{_ORIGINS}
-SELECT r.ord, x.rule, x.n FROM r
+SELECT r.ord, x.rule, x.n, pg_visible_in_snapshot($2::xid8, pg_current_snapshot()) AS seen
+FROM r
 JOIN LATERAL (
     SELECT rule, count(*) AS n FROM (
         SELECT CASE {first_failed} END AS rule FROM (

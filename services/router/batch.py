@@ -126,6 +126,8 @@ class Snapshot:
     exclusions: dict[uuid.UUID, Excluded] = field(default_factory=dict)
     #: Each candidate site's (places in use, places in all) as read.
     places: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Places the previous batch's plan took (or gave back), not committed when read.
+    in_flight: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -216,7 +218,9 @@ class BatchState:
     def room(self, site_id: str) -> tuple[int, bool]:
         """A candidate site's places in use now, and whether one is free."""
         reserved, capacity = self.snapshot.places[site_id]
-        in_use = reserved + self.writes.places.get(site_id, 0)
+        in_use = (
+            reserved + self.snapshot.in_flight.get(site_id, 0) + self.writes.places.get(site_id, 0)
+        )
         return in_use, in_use < capacity
 
 
@@ -446,6 +450,11 @@ def likely_choice(
     return next(s for s in free if s.site_id == chosen.site_id)
 
 
+#: Places the previous batch's plan took or gave back (net, per site), and its transaction's
+#: id: it may commit while this batch reads.
+InFlight = tuple[dict[str, int], int]
+
+
 async def read_snapshot(
     store: StoreRows,
     directory: DirectoryRows,
@@ -454,9 +463,15 @@ async def read_snapshot(
     routes: Callable[[Snapshot], list[Route]],
     *,
     candidates: int,
+    in_flight: InFlight | None = None,
 ) -> Snapshot:
     """What the batch's handlers will read: the messages' and referrals' rows, then the
-    candidates and exclusion counts of the referrals ``routes`` names (given the rows)."""
+    candidates and exclusion counts of the referrals ``routes`` names (given the rows).
+
+    ``in_flight`` is the previous batch, perhaps committing meanwhile: its places are counted
+    in the snapshot's when the candidates were read before its commit (the query says which),
+    and when it committed between the candidates and the exclusion counts, both are read
+    again (it is in both then)."""
     snapshot = Snapshot()
     snapshot.processed = await store.handled_already(sorted(set(message_ids)))
     ids = sorted(set(referral_ids))
@@ -464,33 +479,65 @@ async def read_snapshot(
     snapshot.referrals = {rid: found.get(rid) for rid in ids}
     snapshot.offers = await store.offers_of([rid for rid in ids if found.get(rid)])
     to_route = routes(snapshot)
+    for _ in range(2):
+        xid = None if in_flight is None else in_flight[1]
+        seen = await _read_directory(snapshot, directory, to_route, candidates, in_flight)
+        if xid is None or seen is not None:
+            break
+        in_flight = None  # it committed between the two reads: read both again
+    return snapshot
+
+
+async def _read_directory(
+    snapshot: Snapshot,
+    directory: DirectoryRows,
+    to_route: Sequence[Route],
+    candidates: int,
+    in_flight: InFlight | None,
+) -> bool | None:
+    """The candidates and exclusion counts of ``to_route`` into ``snapshot``, counting in the
+    places ``in_flight`` took unless its commit is in what was read; None when it committed
+    between the two statements (the snapshot is then inconsistent), else whether it was in."""
+    xid = None if in_flight is None else in_flight[1]
     limit = candidates + PREFETCH_SPARE
-    for route, sites in zip(to_route, await directory.suitable_many(to_route, limit), strict=True):
+    lists, seen = await directory.suitable_many(to_route, limit, xid=xid)
+    snapshot.candidates, snapshot.places = {}, {}
+    for route, sites in zip(to_route, lists, strict=True):
         referral_id, point, _, skip = route
         snapshot.candidates[referral_id] = Prefetched(
             point, frozenset(skip), sites, complete=len(sites) < limit
         )
         for site in sites:
             snapshot.places.setdefault(site.site_id, (site.reserved, site.capacity))
+    snapshot.in_flight = {} if in_flight is None or seen else dict(in_flight[0])
     asks: list[tuple[Route, float | None]] = []
-    taken: dict[str, int] = {}  # the places the batch's referrals will likely take, in order
+    # The places the batch's referrals will likely take, in order, after the previous batch's.
+    taken: dict[str, int] = dict(snapshot.in_flight)
     for route in to_route:
         try:
             chosen = likely_choice(snapshot.candidates[route[0]], route[2], candidates, taken)
         except NeedsDatabase:
             continue  # its handler will find out, and defer it
         asks.append((route, None if chosen is None else chosen.distance_km))
-    for (route, within), counts in zip(asks, await directory.excluded_many(asks), strict=True):
+    counted, seen_later = await directory.excluded_many(asks, xid=xid)
+    snapshot.exclusions = {}
+    for (route, within), counts in zip(asks, counted, strict=True):
         snapshot.exclusions[route[0]] = Excluded(frozenset(route[3]), within, counts)
-    return snapshot
+    if xid is not None and seen_later and not seen:
+        return None
+    return bool(seen)
 
 
-async def write(store: StoreRows, directory: DirectoryRows, writes: Writes) -> list[OutboxRow]:
+async def write(store: StoreRows, directory: DirectoryRows, state: BatchState) -> list[OutboxRow]:
     """The batch's changes, set-based, in its transaction; the outbox rows stored. ``Stale``
     when the database no longer matches the snapshot they were planned on.
 
     A message claimed here is stored with its outcome, and a referral created here with its
     latest status, rather than updated after (two hundred row updates fewer a batch)."""
+    writes = state.writes
+    unknown = [rid for rid, row in state.snapshot.referrals.items() if row is None]
+    if unknown and await store.known_referrals(unknown):
+        raise Stale("a referral the batch did not find was created meanwhile")
     claims = [
         (*claim, *writes.finished.pop(claim[0], ("handling", None))) for claim in writes.claims
     ]

@@ -29,12 +29,14 @@ import time
 import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
 import nats.errors
 import nats.js.errors
 import structlog
+from asyncpg.pool import PoolConnectionProxy
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
@@ -50,7 +52,7 @@ from contracts.subjects import ROUTER_DURABLE, STREAM, InboundKind, inbound_part
 from services.geo import UnresolvableLocation
 from services.infra.db import Connection
 from services.router import batch
-from services.router.batch import BatchState, Snapshot, Stale
+from services.router.batch import BatchState, InFlight, Snapshot, Stale
 from services.router.handlers import (
     Contention,
     InvalidRequest,
@@ -69,6 +71,9 @@ from services.router.transient import TRANSIENT, nak_delay, pause, utcnow
 from services.router.unit_of_work import BatchRows, Wiring, Work
 
 log = structlog.get_logger("router")
+
+#: A connection taken from the pool (given back with ``pool.release``).
+Pooled: TypeAlias = "PoolConnectionProxy[Any]"
 
 #: A JSON escape of the NUL character (not preceded by another backslash).
 _NUL = re.compile(rb"(?<!\\)\\u0000")
@@ -112,6 +117,74 @@ def parse(subject: str, data: bytes) -> tuple[ReferralEvent, str]:
 #: Failures of one statement that leave the transaction usable once rolled back to the
 #: message's savepoint: that message alone is retried.
 _ALONE: tuple[type[BaseException], ...] = (asyncpg.exceptions.TransactionRollbackError, Contention)
+
+
+@dataclass
+class _Opened:
+    """A batch read and planned in its open transaction, waiting to be written."""
+
+    msgs: Sequence[Msg]
+    conn: "Pooled"
+    transaction: Any
+    laps: "_Laps"
+    #: The plan (None: no batch rows wired; every message on the database).
+    state: BatchState | None
+    done: list["_Done"]
+    #: Deferred to the database, in stream order.
+    later: list[Msg]
+    #: Its transaction's id (when planned).
+    xid: int | None
+
+
+@dataclass
+class _Flow:
+    """The batch path's batches in flight: the last one being written and committed, the one
+    before it being published and settled, and what the last one's plan took."""
+
+    committing: "asyncio.Task[_Transacted | None] | None" = None
+    finishing: "asyncio.Task[None] | None" = None
+    #: The places the batch being committed planned to take, and its transaction id.
+    in_flight: InFlight | None = None
+
+    async def committed(self, consumer: "Consumer") -> bool:
+        """Wait for the batch being committed; start its finish after the previous one's.
+        False when it failed for a transient reason or left messages to retry."""
+        if self.committing is None:
+            return True
+        try:
+            transacted = await self.committing
+        except Exception as exc:  # its messages come back unsettled
+            log.exception("consume.batch_failed", error=repr(exc))
+            transacted = None
+        self.committing = None
+        self.in_flight = None
+        if transacted is None:
+            return False
+        previous = self.finishing
+
+        async def finish() -> None:
+            if previous is not None:
+                await _finished(previous)
+            await consumer.finish(transacted)
+
+        self.finishing = asyncio.create_task(finish())
+        return not transacted.retry
+
+    async def drain(self, consumer: "Consumer") -> None:
+        await self.committed(consumer)
+        if self.finishing is not None:
+            await _finished(self.finishing)
+            self.finishing = None
+
+
+async def _abandon(pool: asyncpg.Pool, conn: "Pooled", transaction: Any) -> None:
+    """Roll back and give the connection back (closing it if it is broken)."""
+    try:
+        await transaction.rollback()
+    except Exception as exc:  # a broken connection: the pool replaces it
+        log.warning("batch.rollback_failed", error=repr(exc))
+        conn.terminate()
+    await pool.release(conn)
 
 
 @dataclass
@@ -241,44 +314,103 @@ class Consumer:
             )
             return True, [row for row in rows if row.id in published]
 
-    async def handle_batch(
-        self, msgs: Sequence[Msg], finishing: "asyncio.Task[None] | None" = None
-    ) -> tuple[bool, "asyncio.Task[None] | None"]:
-        """Handle a fetched batch as ``settings.transaction`` says: whether it went without a
-        transient failure, and (batch path) the task finishing it, to pass to the next call.
+    async def handle_batch(self, msgs: Sequence[Msg], flow: "_Flow") -> bool:
+        """Handle a fetched batch as ``settings.transaction`` says; False after a transient
+        failure (the caller pauses).
 
-        On the batch path the batch's transaction runs while the previous batch (``finishing``)
-        is still being published and settled; that is awaited before this batch's own finish
-        starts, so outbox rows go out and messages are settled in batch order."""
+        On the batch path three batches can be in flight (``_Flow``): this one is read and
+        planned while the previous one is written and committed, and the one before that
+        published and settled. Each stage waits for the same stage of the previous batch, so
+        commits, outbox rows and acks keep batch order; the plan counts the places the
+        previous batch's plan took (not committed yet), and the writes check that nothing
+        the plan read has changed under it (``batch.Stale``: the batch is then handled again
+        on the database)."""
         if self.settings.transaction != "batch":
-            return await self.handle_batch_by_message(msgs), None
-        transacted = await self.transact(msgs)
-        if finishing is not None:
-            await _finished(finishing)
-        if transacted is None:
-            return False, None
-        return not transacted.retry, asyncio.create_task(self.finish(transacted))
+            return await self.handle_batch_by_message(msgs)
+        opened = await self._open(msgs, flow.in_flight)
+        ok = await flow.committed(self)
+        if opened is None:
+            return False
+        flow.in_flight = (
+            None
+            if opened.state is None or opened.xid is None
+            else (dict(opened.state.writes.places), opened.xid)
+        )
+        flow.committing = asyncio.create_task(self._close(opened))
+        return ok
 
-    async def transact(self, msgs: Sequence[Msg]) -> "_Transacted | None":
-        """The whole batch in one transaction, planned in memory and written set-based (the
-        messages the plan defers in a savepoint each), committed; None when it failed for a
-        transient reason (every message nak'ed: nothing was committed)."""
+    async def _open(self, msgs: Sequence[Msg], in_flight: InFlight | None) -> "_Opened | None":
+        """A batch's transaction begun, its snapshot read and its messages planned (stage
+        one); None after a transient failure (every message nak'ed, nothing written)."""
         laps = _Laps()
+        conn: Pooled = await self.pool.acquire()
+        transaction = conn.transaction()
+        try:
+            async with asyncio.timeout(self.settings.message_timeout_s):
+                await transaction.start()
+                if self.wiring.batch_rows is None:
+                    return _Opened(msgs, conn, transaction, laps, None, [], list(msgs), None)
+                # Its id, for the next batch to tell whether its commit is in what it reads.
+                xid = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
+                state, done, later = await self._plan(
+                    conn, msgs, self.wiring.batch_rows, laps, in_flight
+                )
+                return _Opened(msgs, conn, transaction, laps, state, done, later, xid)
+        except BaseException as exc:
+            await _abandon(self.pool, conn, transaction)
+            if not isinstance(exc, TRANSIENT):
+                raise
+            log.warning("batch.retry", error=repr(exc), messages=len(msgs))
+            await self._nak_all(msgs)
+            return None
+
+    async def _close(self, opened: "_Opened") -> "_Transacted | None":
+        """A planned batch written, its deferred messages handled on the database, committed
+        (stage two); None after a transient failure (every message nak'ed). When the writes
+        find the database changed under the plan, the batch is handled again, every message
+        on the database."""
+        msgs, laps = opened.msgs, opened.laps
+        conn: Pooled | None = opened.conn
+        done, rows = list(opened.done), []
         try:
             async with asyncio.timeout(self.settings.message_timeout_s):
                 try:
-                    done, retry, rows = await self._in_one_transaction(msgs, laps, plan=True)
-                except Stale as exc:  # rolled back: every message on the database instead
+                    if opened.state is not None and self.wiring.batch_rows is not None:
+                        store, directory = self.wiring.batch_rows(opened.conn)
+                        rows = await batch.write(store, directory, opened.state)
+                        laps.lap("write")
+                    more, retry, more_rows = await self._on_database(
+                        opened.conn, opened.later, laps
+                    )
+                    await opened.transaction.commit()
+                except Stale as exc:
+                    conn = None
+                    await _abandon(self.pool, opened.conn, opened.transaction)
                     self.replanned += 1
                     log.info("batch.replanned", reason=str(exc), messages=len(msgs))
-                    done, retry, rows = await self._in_one_transaction(msgs, laps, plan=False)
-        except TRANSIENT as exc:
+                    async with self.pool.acquire() as again, again.transaction():
+                        done, retry, rows = await self._on_database(again, msgs, laps)
+                    more, more_rows = [], []
+        except BaseException as exc:
+            if conn is not None:
+                conn = None
+                await _abandon(self.pool, opened.conn, opened.transaction)
+            if not isinstance(exc, TRANSIENT):
+                raise
             log.warning("batch.retry", error=repr(exc), messages=len(msgs))
-            for msg in msgs:
-                await _settle(msg.nak(delay=nak_delay(self.settings, msg.metadata.num_delivered)))
+            await self._nak_all(msgs)
             return None
+        finally:
+            if conn is not None:
+                await self.pool.release(conn)
         laps.lap("commit")
-        return _Transacted(len(msgs), done, retry, rows, laps)
+        self.planned += len(done)
+        self.deferred += len(opened.later)
+        return _Transacted(len(msgs), done + more, retry, rows + more_rows, laps)
+
+    async def _nak_all(self, msgs: Sequence[Msg]) -> None:
+        for msg in msgs:
+            await _settle(msg.nak(delay=nak_delay(self.settings, msg.metadata.num_delivered)))
 
     async def finish(self, batch: "_Transacted") -> None:
         """A committed batch's outbox as atomic batches, one mark-sent, then every message
@@ -322,42 +454,42 @@ class Consumer:
             duration_ms=round((time.perf_counter() - item.started) * 1000, 2),
         )
 
-    async def _in_one_transaction(
-        self, msgs: Sequence[Msg], laps: "_Laps", *, plan: bool
+    async def _on_database(
+        self, conn: Connection, msgs: Sequence[Msg], laps: "_Laps"
     ) -> tuple[list[_Done], list[Msg], list[OutboxRow]]:
-        """The batch in one transaction: the messages handled, those to retry, and the outbox
-        rows written. With ``plan``, the batch is planned first (``_plan``) and only what the
-        plan defers is handled on the database, in a savepoint each."""
+        """``msgs`` handled on the database in the open transaction, one savepoint each, in
+        stream order: the messages handled, those to retry, and the outbox rows written."""
         done: list[_Done] = []
         retry: list[Msg] = []
         rows: list[OutboxRow] = []
         held_back: set[object] = set()  # referrals with a message retried: keep their order
-        async with self.pool.acquire() as conn, conn.transaction():
-            later: Sequence[Msg] = msgs
-            if plan and self.wiring.batch_rows is not None:
-                done, later, rows = await self._plan(conn, msgs, self.wiring.batch_rows, laps)
-            for msg in later:
-                key = peek_referral_id(msg.data)
-                if key is not None and key in held_back:
-                    retry.append(msg)
-                    continue
-                result = await self._handle_in_batch(conn, msg)
-                if result is None:
-                    retry.append(msg)
-                    if key is not None:
-                        held_back.add(key)
-                else:
-                    done.append(result[0])
-                    rows += result[1]
-            laps.lap("on_database")
+        for msg in msgs:
+            key = peek_referral_id(msg.data)
+            if key is not None and key in held_back:
+                retry.append(msg)
+                continue
+            result = await self._handle_in_batch(conn, msg)
+            if result is None:
+                retry.append(msg)
+                if key is not None:
+                    held_back.add(key)
+            else:
+                done.append(result[0])
+                rows += result[1]
+        laps.lap("on_database")
         return done, retry, rows
 
     async def _plan(
-        self, conn: Connection, msgs: Sequence[Msg], batch_rows: BatchRows, laps: "_Laps"
-    ) -> tuple[list[_Done], list[Msg], list[OutboxRow]]:
-        """Handle ``msgs`` on an in-memory snapshot read set-based, and write what they did
-        set-based (``services.router.batch``): the messages handled, those deferred to the
-        database (in stream order), and the outbox rows written."""
+        self,
+        conn: Connection,
+        msgs: Sequence[Msg],
+        batch_rows: BatchRows,
+        laps: "_Laps",
+        in_flight: InFlight | None,
+    ) -> tuple[BatchState, list[_Done], list[Msg]]:
+        """Handle ``msgs`` on an in-memory snapshot read set-based (``services.router.batch``;
+        ``in_flight``: places the previous batch's plan took, not committed yet): what to
+        write, the messages handled, and those deferred to the database (in stream order)."""
         store, directory = batch_rows(conn)
         parsed: list[tuple[Msg, ReferralEvent | None, str]] = []
         for msg in msgs:
@@ -373,6 +505,7 @@ class Consumer:
             [event.referral_id for event in events],
             lambda snapshot: self._routes(events, snapshot),
             candidates=self.wiring.candidates,
+            in_flight=in_flight,
         )
         laps.lap("read")
         state = BatchState(
@@ -397,11 +530,7 @@ class Consumer:
             if key is not None:
                 deferred.add(key)
         laps.lap("plan")
-        rows = await batch.write(store, directory, state.writes)
-        laps.lap("write")
-        self.planned += len(done)
-        self.deferred += len(later)
-        return done, later, rows
+        return state, done, later
 
     def _routes(self, events: Sequence[ReferralEvent], snapshot: Snapshot) -> list[Route]:
         """The referrals the batch will route, for their candidates to be read with the
@@ -532,7 +661,7 @@ class Consumer:
     async def consume(self, stop: asyncio.Event) -> None:
         """Fetch and handle batches until ``stop`` is set; the current batch is finished first."""
         sub = None
-        finishing: asyncio.Task[None] | None = None
+        flow = _Flow()
         while not stop.is_set():
             try:
                 if sub is None:
@@ -541,23 +670,21 @@ class Consumer:
                     self.settings.batch_size, timeout=self.settings.fetch_timeout_s
                 )
             except (nats.errors.TimeoutError, TimeoutError):
-                if finishing is not None:  # idle: finish the last batch now
-                    await _finished(finishing)
-                    finishing = None
+                await flow.drain(self)  # idle: commit and finish the batches in flight
                 continue  # idle (nats-py raises either, depending on where the wait ends)
             except (nats.errors.Error, nats.js.errors.Error, OSError) as exc:
                 log.warning("nats.fetch_failed", error=repr(exc))
                 await pause(stop, 1.0)
                 continue
             try:
-                handled, finishing = await self.handle_batch(msgs, finishing)
+                handled = await self.handle_batch(msgs, flow)
             except Exception as exc:  # the loop must outlive any batch; JetStream redelivers
                 log.exception("consume.batch_failed", error=repr(exc), messages=len(msgs))
-                handled, finishing = False, None
+                handled = False
             if not handled:
+                await flow.drain(self)
                 await pause(stop, 1.0)
-        if finishing is not None:
-            await _finished(finishing)
+        await flow.drain(self)
         if sub is not None:
             # A pull subscription left open makes the connection's drain wait for its timeout.
             with contextlib.suppress(nats.errors.Error, OSError):

@@ -74,20 +74,21 @@ class SqlDirectory:
     # -- a batch's set-based reads and writes (``batch.DirectoryRows``) ------------------------
 
     async def suitable_many(
-        self, routes: Sequence[Route], limit: int
-    ) -> Sequence[Sequence[NearbySite]]:
+        self, routes: Sequence[Route], limit: int, *, xid: int | None = None
+    ) -> tuple[Sequence[Sequence[NearbySite]], bool | None]:
         asks = [(at.lat, at.lon, _criteria(request, skip)) for _, at, request, skip in routes]
-        return await candidates.suitable_sites_many(self.conn, asks, limit)
+        return await candidates.suitable_sites_many(self.conn, asks, limit, xid=xid)
 
     async def excluded_many(
-        self, asks: Sequence[tuple[Route, float | None]]
-    ) -> list[dict[str, int]]:
+        self, asks: Sequence[tuple[Route, float | None]], *, xid: int | None = None
+    ) -> tuple[list[dict[str, int]], bool | None]:
         return await candidates.exclusions_many(
             self.conn,
             [
                 (at.lat, at.lon, _criteria(request, skip), within)
                 for (_, at, request, skip), within in asks
             ],
+            xid=xid,
         )
 
     async def adjust_places(self, changes: dict[str, int]) -> set[str]:

@@ -174,6 +174,10 @@ class StoreRows(Protocol):
 
     async def offers_of(self, ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, list[OfferRow]]: ...
 
+    async def known_referrals(self, ids: Sequence[uuid.UUID]) -> int:
+        """How many of these referrals exist (committed by another transaction meanwhile)."""
+        ...
+
     async def claim_messages(self, claims: Sequence[Claim]) -> int:
         """Record these messages as handled, with their outcomes; how many were not before."""
         ...
@@ -197,11 +201,17 @@ class DirectoryRows(Protocol):
     """The directory's set-based reads and writes of a batch (``SqlDirectory``)."""
 
     async def suitable_many(
-        self, routes: Sequence[Route], limit: int
-    ) -> Sequence[Sequence[NearbySite]]: ...
+        self, routes: Sequence[Route], limit: int, *, xid: int | None = None
+    ) -> tuple[Sequence[Sequence[NearbySite]], bool | None]:
+        """Each route's ``limit`` nearest suitable sites, and whether the transaction ``xid``
+        had committed when they were read (None: not asked, or nothing read)."""
+        ...
 
     async def excluded_many(
-        self, asks: Sequence[tuple[Route, float | None]]
-    ) -> list[dict[str, int]]: ...
+        self, asks: Sequence[tuple[Route, float | None]], *, xid: int | None = None
+    ) -> tuple[list[dict[str, int]], bool | None]:
+        """Each route's exclusion counts nearer than its distance, and whether the
+        transaction ``xid`` had committed when they were counted."""
+        ...
 
     async def adjust_places(self, changes: dict[str, int]) -> set[str]: ...

@@ -272,6 +272,12 @@ class SqlStore:
             found.setdefault(row["referral_id"], []).append(OfferRow(**dict(row)))
         return found
 
+    async def known_referrals(self, ids: Sequence[uuid.UUID]) -> int:
+        found: int = await self.conn.fetchval(
+            "SELECT count(*) FROM router.referral WHERE id = ANY($1::uuid[])", list(ids)
+        )
+        return found
+
     async def claim_messages(self, claims: Sequence[Claim]) -> int:
         """``claim_message`` for many, each stored with its outcome; how many were claimed
         (the others were handled before)."""

@@ -268,7 +268,7 @@ async def _batched(
             )
             for p, body, hit in zip(points, bodies, nearest, strict=True)
         ]
-        await conn.fetch(BATCH_EXCLUSIONS, json.dumps(origins))
+        await conn.fetch(BATCH_EXCLUSIONS, json.dumps(origins), None)
         clock.lap("exclusions_s")
         outbox, messages = await _record(conn, bodies, sites)
         clock.lap("writes_s")

@@ -90,7 +90,8 @@ async def test_many_referrals_candidates_and_exclusions_in_one_statement_each(
     asks = await random_asks(conn, 80, seed=16)
     transaction = conn.transaction()  # as in the router's batch
     await transaction.start()
-    together = await suitable_sites_many(conn, asks, 5)
+    together, seen = await suitable_sites_many(conn, asks, 5)
+    assert seen is None  # no transaction asked about
     assert len(together) == len(asks)
     nearest: list[float | None] = []
     for (lat, lon, criteria), found in zip(asks, together, strict=True):
@@ -102,7 +103,7 @@ async def test_many_referrals_candidates_and_exclusions_in_one_statement_each(
     assert sum(1 for found in together if found) > 40, "most referrals found a site"
     assert any(not found for found in together), "and some found none (rules excluded all)"
 
-    counted = await exclusions_many(
+    counted, _ = await exclusions_many(
         conn, [(lat, lon, c, within) for (lat, lon, c), within in zip(asks, nearest, strict=True)]
     )
     for (lat, lon, criteria), within, counts in zip(asks, nearest, counted, strict=True):
@@ -147,3 +148,32 @@ async def test_places_taken_and_given_back_at_many_sites_never_over_commit(
     # Giving back never goes below zero.
     assert await adjust_places(conn, {ontrac: -3}) == set()
     assert await conn.fetchval("SELECT reserved FROM directory.site WHERE id = $1", ontrac) == 0
+
+
+async def test_the_batch_reads_say_whether_another_transactions_commit_is_in_them(
+    fresh_database_url: str, conn: asyncpg.Connection
+) -> None:
+    """The router reads a batch while the previous one may be committing: the reads tell
+    whether that transaction's places are in what they read."""
+    other = await asyncpg.connect(fresh_database_url)
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        xid = int(await other.fetchval("SELECT pg_current_xact_id()::text"))
+        await other.execute("UPDATE directory.site SET reserved = 3 WHERE id = $1", CCA_SITE)
+        ask = [(45.2299, -76.1959, Criteria(needs=["resume_writing"], language="en"))]
+
+        async def read() -> tuple[int, bool | None, bool | None]:
+            found, seen = await suitable_sites_many(conn, ask, 5, xid=xid)
+            french = Criteria(needs=["resume_writing"], language="fr")  # every site excluded
+            _, counted_seen = await exclusions_many(
+                conn, [(45.2299, -76.1959, french, None)], xid=xid
+            )
+            reserved = next(s.reserved for s in found[0] if s.site_id == CCA_SITE)
+            return reserved, seen, counted_seen
+
+        assert await read() == (0, False, False)
+        await transaction.commit()
+        assert await read() == (3, True, True)
+    finally:
+        await other.close()

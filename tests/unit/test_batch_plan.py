@@ -21,6 +21,7 @@ from services.router.batch import (
     Stale,
     Writes,
     likely_choice,
+    read_snapshot,
     write,
 )
 from services.router.handlers import on_requested, on_response
@@ -207,6 +208,19 @@ def test_the_likely_choice_is_the_nearest_with_a_place_left_unless_the_read_cann
         likely_choice(Prefetched(AT, frozenset(), sites, complete=False), request, 5, {})
 
 
+async def test_places_the_previous_batch_took_count_as_taken() -> None:
+    """The previous batch's plan took Carleton Place's last place (not committed when this
+    batch read it): this batch's request goes to Perth."""
+    request = make_request()
+    snapshot = snapshot_for([request], capacity=1)
+    perth = next(s for s in nearby() if s.site_id == CES_SITE)
+    snapshot.exclusions[request.referral_id] = Excluded(frozenset(), perth.distance_km, {})
+    snapshot.in_flight = {CCA_SITE: 1}
+    state = state_for(snapshot)
+    assert await plan_request(state, request) == "offered"
+    assert state.writes.places == {CES_SITE: 1}
+
+
 async def test_a_site_filled_by_the_batch_counts_as_full_in_the_explanation() -> None:
     """Two requests, one place at Carleton Place: the second is offered Perth, and its
     explanation counts Carleton Place as full, as handling them one by one would."""
@@ -226,11 +240,16 @@ async def test_a_site_filled_by_the_batch_counts_as_full_in_the_explanation() ->
 class Rows:
     """The set-based writes, recording what they were given and answering as told."""
 
-    def __init__(self, *, claimed: int | None = None, full: set[str] | None = None) -> None:
-        self.claimed, self.full = claimed, full or set()
+    def __init__(
+        self, *, claimed: int | None = None, full: set[str] | None = None, known: int = 0
+    ) -> None:
+        self.claimed, self.full, self.known = claimed, full or set(), known
         self.claims: list[Claim] = []
         self.referrals: list[NewReferral] = []
         self.behind: list[object] = []
+
+    async def known_referrals(self, ids: Sequence[uuid.UUID]) -> int:
+        return self.known
 
     async def claim_messages(self, claims: Sequence[Claim]) -> int:
         self.claims += claims
@@ -272,17 +291,18 @@ class Rows:
         raise AssertionError
 
 
-async def planned_writes() -> Writes:
+async def planned() -> BatchState:
+    """A request planned, beside a message about a referral the snapshot did not find."""
     request = make_request()
     state = state_for(snapshot_for([request]))
+    state.snapshot.referrals[uuid.uuid4()] = None
     await plan_request(state, request)
-    return state.writes
+    return state
 
 
 async def test_the_writes_store_outcomes_and_statuses_with_their_rows() -> None:
-    writes = await planned_writes()
     rows = Rows()
-    await write(rows, rows, writes)  # type: ignore[arg-type]
+    await write(rows, rows, await planned())  # type: ignore[arg-type]
     [claim] = rows.claims
     assert claim[4:] == ("offered", f"{CCA_SITE} at 11.3 km")  # the outcome with the claim...
     [referral] = rows.referrals
@@ -298,8 +318,71 @@ async def test_the_writes_store_outcomes_and_statuses_with_their_rows() -> None:
     [
         (Rows(claimed=0), "handled one of the batch's messages"),
         (Rows(full={CCA_SITE}), "the last places at"),
+        (Rows(known=1), "a referral the batch did not find was created meanwhile"),
     ],
 )
 async def test_writes_that_find_the_database_moved_are_stale(rows: Rows, why: str) -> None:
     with pytest.raises(Stale, match=why):
-        await write(rows, rows, await planned_writes())  # type: ignore[arg-type]
+        await write(rows, rows, await planned())  # type: ignore[arg-type]
+
+
+class Reads:
+    """The snapshot's reads, with the previous batch committing at a chosen moment: ``seen``
+    says, for each directory statement in turn, whether its commit is in what it read."""
+
+    def __init__(self, seen: list[bool]) -> None:
+        self.seen = seen
+        self.statements = 0
+
+    async def handled_already(self, ids: object) -> set[uuid.UUID]:
+        return set()
+
+    async def lock_referrals(self, ids: object) -> dict[uuid.UUID, ReferralRow]:
+        return {}
+
+    async def offers_of(self, ids: object) -> dict[uuid.UUID, list[OfferRow]]:
+        return {}
+
+    def _seen(self) -> bool:
+        self.statements += 1
+        return self.seen[self.statements - 1]
+
+    async def suitable_many(
+        self, routes: Sequence[Route], limit: int, *, xid: int | None = None
+    ) -> tuple[list[list[CandidateSite]], bool | None]:
+        seen = self._seen()
+        # Once the previous batch committed, its place at Carleton Place is in the rows.
+        return [nearby(capacity=2, reserved=1 if seen else 0) for _ in routes], seen
+
+    async def excluded_many(
+        self, asks: Sequence[object], *, xid: int | None = None
+    ) -> tuple[list[dict[str, int]], bool | None]:
+        return [{} for _ in asks], self._seen()
+
+
+@pytest.mark.parametrize(
+    ("seen", "statements", "in_flight"),
+    [
+        ([False, False], 2, {CCA_SITE: 1}),  # read before its commit: counted in
+        ([True, True], 2, {}),  # read after: already in the rows
+        ([False, True, True, True], 4, {}),  # committed between the two: both read again
+    ],
+)
+async def test_the_previous_batchs_places_are_counted_once(
+    seen: list[bool], statements: int, in_flight: dict[str, int]
+) -> None:
+    request = make_request()
+    reads = Reads(seen)
+    snapshot = await read_snapshot(
+        reads,  # type: ignore[arg-type]
+        reads,  # type: ignore[arg-type]
+        [request.message_id],
+        [request.referral_id],
+        lambda _: [(request.referral_id, AT, request, ())],
+        candidates=5,
+        in_flight=({CCA_SITE: 1}, 1234),
+    )
+    assert reads.statements == statements
+    assert snapshot.in_flight == in_flight
+    state = state_for(snapshot)
+    assert state.room(CCA_SITE) == (1, True)  # one of two places in use, either way

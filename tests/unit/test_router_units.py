@@ -195,12 +195,12 @@ async def test_the_consume_loop_outlives_a_batch_that_fails() -> None:
     class Failing(Consumer):
         batches = 0
 
-        async def handle_batch(self, msgs: object, finishing: object = None) -> tuple[bool, None]:
+        async def handle_batch(self, msgs: object, flow: object) -> bool:
             self.batches += 1
             if self.batches == 1:
                 raise RuntimeError("cannot switch to state 15; another operation is in progress")
             stop.set()
-            return True, None
+            return True
 
     settings = RouterSettings(database_url="postgresql://x", nats_url="nats://x")
     consumer = Failing(None, JetStream(), settings, None, None, None)  # type: ignore[arg-type]
