@@ -182,8 +182,8 @@ def router_settings(servers: Servers, fresh_database_url: str) -> RouterSettings
         backoff_s=(1.0, 2.0, 4.0),
         pool_min_size=1,
         pool_max_size=4,
-        # The e2e suite runs the batch path (issue 16); the fault suite's router processes run
-        # the default (message). ROUTER_TRANSACTION=message runs this suite on that one too.
+        # The batch path (issue 16, the default); ROUTER_TRANSACTION=message runs this suite on
+        # the per-message path (the fault suite's router processes read it from the environment).
         transaction="message" if os.environ.get("ROUTER_TRANSACTION") == "message" else "batch",
     )
 

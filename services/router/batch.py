@@ -124,10 +124,9 @@ class Snapshot:
     offers: dict[uuid.UUID, list[OfferRow]] = field(default_factory=dict)
     candidates: dict[uuid.UUID, Prefetched] = field(default_factory=dict)
     exclusions: dict[uuid.UUID, Excluded] = field(default_factory=dict)
-    #: Each candidate site's (places in use, places in all) as read.
+    #: Each candidate site's (places in use, places in all) as read, with the places the
+    #: previous batch's plan took when its commit was not in what was read.
     places: dict[str, tuple[int, int]] = field(default_factory=dict)
-    #: Places the previous batch's plan took (or gave back), not committed when read.
-    in_flight: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -218,9 +217,7 @@ class BatchState:
     def room(self, site_id: str) -> tuple[int, bool]:
         """A candidate site's places in use now, and whether one is free."""
         reserved, capacity = self.snapshot.places[site_id]
-        in_use = (
-            reserved + self.snapshot.in_flight.get(site_id, 0) + self.writes.places.get(site_id, 0)
-        )
+        in_use = reserved + self.writes.places.get(site_id, 0)
         return in_use, in_use < capacity
 
 
@@ -464,27 +461,39 @@ async def read_snapshot(
     *,
     candidates: int,
     in_flight: InFlight | None = None,
+    previous: Callable[[], Awaitable[object]] | None = None,
 ) -> Snapshot:
-    """What the batch's handlers will read: the messages' and referrals' rows, then the
-    candidates and exclusion counts of the referrals ``routes`` names (given the rows).
+    """What the batch's handlers will read: the handled message ids; the candidates and
+    exclusion counts of the referrals ``routes`` names (new requests first, then, once the
+    referrals are read, the others it names); the referrals, locked, and their offers.
 
-    ``in_flight`` is the previous batch, perhaps committing meanwhile: its places are counted
-    in the snapshot's when the candidates were read before its commit (the query says which),
-    and when it committed between the candidates and the exclusion counts, both are read
-    again (it is in both then)."""
+    ``previous`` waits for the previous batch to be committed (or handled again): nothing is
+    locked before it returns, so the two batches never wait for each other. Until then that
+    batch may commit at any moment (``in_flight``): the places its plan took are counted in
+    what was read before its commit (the candidates query says whether its commit was in what
+    it read; when it committed between the candidates and the exclusion counts, both are read
+    again)."""
     snapshot = Snapshot()
     snapshot.processed = await store.handled_already(sorted(set(message_ids)))
     ids = sorted(set(referral_ids))
+    snapshot.referrals = dict.fromkeys(ids)  # none read yet: new requests route
+    first = routes(snapshot)
+    for _ in range(2):
+        if await _read_directory(snapshot, directory, first, candidates, in_flight) is not None:
+            break
+        in_flight = None  # it committed between the two reads: read both again
+    if previous is not None:
+        await previous()
     found = await store.lock_referrals(ids)
     snapshot.referrals = {rid: found.get(rid) for rid in ids}
     snapshot.offers = await store.offers_of([rid for rid in ids if found.get(rid)])
-    to_route = routes(snapshot)
-    for _ in range(2):
-        xid = None if in_flight is None else in_flight[1]
-        seen = await _read_directory(snapshot, directory, to_route, candidates, in_flight)
-        if xid is None or seen is not None:
-            break
-        in_flight = None  # it committed between the two reads: read both again
+    for rid in found:  # a request for a referral known already routes nothing
+        snapshot.candidates.pop(rid, None)
+        snapshot.exclusions.pop(rid, None)
+    read = {route[0] for route in first}
+    then = [route for route in routes(snapshot) if route[0] not in read]
+    if then:
+        await _read_directory(snapshot, directory, then, candidates, None)
     return snapshot
 
 
@@ -497,22 +506,24 @@ async def _read_directory(
 ) -> bool | None:
     """The candidates and exclusion counts of ``to_route`` into ``snapshot``, counting in the
     places ``in_flight`` took unless its commit is in what was read; None when it committed
-    between the two statements (the snapshot is then inconsistent), else whether it was in."""
+    between the two statements (read them again), else whether its commit was in them."""
+    if not to_route:
+        return False
     xid = None if in_flight is None else in_flight[1]
     limit = candidates + PREFETCH_SPARE
     lists, seen = await directory.suitable_many(to_route, limit, xid=xid)
-    snapshot.candidates, snapshot.places = {}, {}
+    pending = {} if in_flight is None or seen else in_flight[0]
     for route, sites in zip(to_route, lists, strict=True):
         referral_id, point, _, skip = route
         snapshot.candidates[referral_id] = Prefetched(
             point, frozenset(skip), sites, complete=len(sites) < limit
         )
-        for site in sites:
-            snapshot.places.setdefault(site.site_id, (site.reserved, site.capacity))
-    snapshot.in_flight = {} if in_flight is None or seen else dict(in_flight[0])
+        for site in sites:  # the latest read of a site wins
+            reserved = site.reserved + pending.get(site.site_id, 0)
+            snapshot.places[site.site_id] = (reserved, site.capacity)
     asks: list[tuple[Route, float | None]] = []
     # The places the batch's referrals will likely take, in order, after the previous batch's.
-    taken: dict[str, int] = dict(snapshot.in_flight)
+    taken: dict[str, int] = dict(pending)
     for route in to_route:
         try:
             chosen = likely_choice(snapshot.candidates[route[0]], route[2], candidates, taken)
@@ -520,7 +531,6 @@ async def _read_directory(
             continue  # its handler will find out, and defer it
         asks.append((route, None if chosen is None else chosen.distance_km))
     counted, seen_later = await directory.excluded_many(asks, xid=xid)
-    snapshot.exclusions = {}
     for (route, within), counts in zip(asks, counted, strict=True):
         snapshot.exclusions[route[0]] = Excluded(frozenset(route[3]), within, counts)
     if xid is not None and seen_later and not seen:

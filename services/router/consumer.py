@@ -145,12 +145,15 @@ class _Flow:
     finishing: "asyncio.Task[None] | None" = None
     #: The places the batch being committed planned to take, and its transaction id.
     in_flight: InFlight | None = None
+    #: False when the last batch committed failed for a transient reason or left messages
+    #: to retry (the consumer pauses).
+    ok: bool = True
 
-    async def committed(self, consumer: "Consumer") -> bool:
-        """Wait for the batch being committed; start its finish after the previous one's.
-        False when it failed for a transient reason or left messages to retry."""
+    async def committed(self, consumer: "Consumer") -> None:
+        """Wait for the batch being committed (or handled again on the database); start its
+        finish after the previous one's."""
         if self.committing is None:
-            return True
+            return
         try:
             transacted = await self.committing
         except Exception as exc:  # its messages come back unsettled
@@ -159,7 +162,9 @@ class _Flow:
         self.committing = None
         self.in_flight = None
         if transacted is None:
-            return False
+            self.ok = False
+            return
+        self.ok = self.ok and not transacted.retry
         previous = self.finishing
 
         async def finish() -> None:
@@ -168,7 +173,6 @@ class _Flow:
             await consumer.finish(transacted)
 
         self.finishing = asyncio.create_task(finish())
-        return not transacted.retry
 
     async def drain(self, consumer: "Consumer") -> None:
         await self.committed(consumer)
@@ -327,8 +331,9 @@ class Consumer:
         on the database)."""
         if self.settings.transaction != "batch":
             return await self.handle_batch_by_message(msgs)
-        opened = await self._open(msgs, flow.in_flight)
-        ok = await flow.committed(self)
+        opened = await self._open(msgs, flow)
+        await flow.committed(self)  # (the plan waited for it already, before locking anything)
+        ok, flow.ok = flow.ok, True
         if opened is None:
             return False
         flow.in_flight = (
@@ -339,7 +344,7 @@ class Consumer:
         flow.committing = asyncio.create_task(self._close(opened))
         return ok
 
-    async def _open(self, msgs: Sequence[Msg], in_flight: InFlight | None) -> "_Opened | None":
+    async def _open(self, msgs: Sequence[Msg], flow: "_Flow") -> "_Opened | None":
         """A batch's transaction begun, its snapshot read and its messages planned (stage
         one); None after a transient failure (every message nak'ed, nothing written)."""
         laps = _Laps()
@@ -353,7 +358,7 @@ class Consumer:
                 # Its id, for the next batch to tell whether its commit is in what it reads.
                 xid = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
                 state, done, later = await self._plan(
-                    conn, msgs, self.wiring.batch_rows, laps, in_flight
+                    conn, msgs, self.wiring.batch_rows, laps, flow
                 )
                 return _Opened(msgs, conn, transaction, laps, state, done, later, xid)
         except BaseException as exc:
@@ -485,11 +490,11 @@ class Consumer:
         msgs: Sequence[Msg],
         batch_rows: BatchRows,
         laps: "_Laps",
-        in_flight: InFlight | None,
+        flow: "_Flow",
     ) -> tuple[BatchState, list[_Done], list[Msg]]:
         """Handle ``msgs`` on an in-memory snapshot read set-based (``services.router.batch``;
-        ``in_flight``: places the previous batch's plan took, not committed yet): what to
-        write, the messages handled, and those deferred to the database (in stream order)."""
+        the previous batch, ``flow``, may be committing meanwhile): what to write, the
+        messages handled, and those deferred to the database (in stream order)."""
         store, directory = batch_rows(conn)
         parsed: list[tuple[Msg, ReferralEvent | None, str]] = []
         for msg in msgs:
@@ -505,7 +510,8 @@ class Consumer:
             [event.referral_id for event in events],
             lambda snapshot: self._routes(events, snapshot),
             candidates=self.wiring.candidates,
-            in_flight=in_flight,
+            in_flight=flow.in_flight,
+            previous=lambda: flow.committed(self),
         )
         laps.lap("read")
         state = BatchState(

@@ -38,12 +38,13 @@ class RouterSettings(msgspec.Struct, frozen=True, kw_only=True):
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     #: Delays between redeliveries of a message that failed for a transient reason.
     backoff_s: tuple[float, ...] = (2.0, 5.0, 10.0, 30.0, 60.0)
-    #: How a fetched batch is handled: ``batch``, one PostgreSQL transaction for the whole batch
-    #: (a savepoint per message, one commit), its outbox published as one JetStream atomic
-    #: batch and its messages acked together; ``message``, one transaction per message,
-    #: ``concurrency`` at once. ``message`` stays the default until the batch path is faster:
-    #: its statements are still per message, run one after another (issue 16, README).
-    transaction: Literal["batch", "message"] = "message"
+    #: How a fetched batch is handled: ``batch``, one PostgreSQL transaction for the whole
+    #: batch, planned in memory on a snapshot read set-based and written set-based, one commit,
+    #: its outbox published as JetStream atomic batches and its messages acked together (the
+    #: next batch read and planned meanwhile); ``message``, one transaction per message,
+    #: ``concurrency`` at once (the path before issue 16, kept to compare: README
+    #: "Performance").
+    transaction: Literal["batch", "message"] = "batch"
     #: ``message``: referrals handled at once, each on its own connection (one referral's
     #: messages always in stream order); keep it below pool_max_size.
     concurrency: int = 8

@@ -208,19 +208,6 @@ def test_the_likely_choice_is_the_nearest_with_a_place_left_unless_the_read_cann
         likely_choice(Prefetched(AT, frozenset(), sites, complete=False), request, 5, {})
 
 
-async def test_places_the_previous_batch_took_count_as_taken() -> None:
-    """The previous batch's plan took Carleton Place's last place (not committed when this
-    batch read it): this batch's request goes to Perth."""
-    request = make_request()
-    snapshot = snapshot_for([request], capacity=1)
-    perth = next(s for s in nearby() if s.site_id == CES_SITE)
-    snapshot.exclusions[request.referral_id] = Excluded(frozenset(), perth.distance_km, {})
-    snapshot.in_flight = {CCA_SITE: 1}
-    state = state_for(snapshot)
-    assert await plan_request(state, request) == "offered"
-    assert state.writes.places == {CES_SITE: 1}
-
-
 async def test_a_site_filled_by_the_batch_counts_as_full_in_the_explanation() -> None:
     """Two requests, one place at Carleton Place: the second is offered Perth, and its
     explanation counts Carleton Place as full, as handling them one by one would."""
@@ -333,11 +320,13 @@ class Reads:
     def __init__(self, seen: list[bool]) -> None:
         self.seen = seen
         self.statements = 0
+        self.locked_after = -1
 
     async def handled_already(self, ids: object) -> set[uuid.UUID]:
         return set()
 
     async def lock_referrals(self, ids: object) -> dict[uuid.UUID, ReferralRow]:
+        self.locked_after = self.statements
         return {}
 
     async def offers_of(self, ids: object) -> dict[uuid.UUID, list[OfferRow]]:
@@ -361,18 +350,26 @@ class Reads:
 
 
 @pytest.mark.parametrize(
-    ("seen", "statements", "in_flight"),
+    ("seen", "statements"),
     [
-        ([False, False], 2, {CCA_SITE: 1}),  # read before its commit: counted in
-        ([True, True], 2, {}),  # read after: already in the rows
-        ([False, True, True, True], 4, {}),  # committed between the two: both read again
+        ([False, False], 2),  # read before its commit: its place counted in
+        ([True, True], 2),  # read after: already in the rows
+        ([False, True, True, True], 4),  # committed between the two: both read again
     ],
 )
 async def test_the_previous_batchs_places_are_counted_once(
-    seen: list[bool], statements: int, in_flight: dict[str, int]
+    seen: list[bool], statements: int
 ) -> None:
+    """The previous batch's plan took one of Carleton Place's two places; it commits at some
+    moment while this batch reads. Its place is counted once whichever the moment, and this
+    batch locks nothing before it is committed."""
     request = make_request()
     reads = Reads(seen)
+    waited: list[int] = []
+
+    async def previous() -> None:
+        waited.append(reads.statements)
+
     snapshot = await read_snapshot(
         reads,  # type: ignore[arg-type]
         reads,  # type: ignore[arg-type]
@@ -381,8 +378,10 @@ async def test_the_previous_batchs_places_are_counted_once(
         lambda _: [(request.referral_id, AT, request, ())],
         candidates=5,
         in_flight=({CCA_SITE: 1}, 1234),
+        previous=previous,
     )
     assert reads.statements == statements
-    assert snapshot.in_flight == in_flight
-    state = state_for(snapshot)
-    assert state.room(CCA_SITE) == (1, True)  # one of two places in use, either way
+    assert waited == [statements]  # after the directory's reads, before the referrals' locks
+    assert reads.locked_after == statements
+    assert snapshot.places[CCA_SITE] == (1, 2)  # one of two places in use, either way
+    assert state_for(snapshot).room(CCA_SITE) == (1, True)
