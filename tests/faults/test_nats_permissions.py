@@ -182,6 +182,18 @@ class Matrix:
         return "\n".join(lines)
 
 
+async def stored_for(js: Any, durable: str, count: int) -> Any:
+    """The consumer's info once ``count`` messages wait in it (5 s at most). A core
+    subscription sees a message when it is published; JetStream stores an atomic batch when
+    its last message arrives, a moment later."""
+    for _ in range(50):
+        info = await js.consumer_info(STREAM, durable)
+        if info.num_pending >= count:
+            break
+        await asyncio.sleep(0.1)
+    return info
+
+
 @pytest.fixture
 async def parties(servers: Servers) -> AsyncIterator[dict[str, Party]]:
     users = {"A": provider_user_name(A), "B": provider_user_name(B), "OW": OW, "OW2": OW2}
@@ -372,7 +384,7 @@ async def test_cross_party_matrix_over_nats(
             True,
             ", ".join(ow_status.statuses(to_b.referral_id)),
         )
-        info_b = await operator_js.consumer_info(STREAM, provider_durable(B))
+        info_b = await stored_for(operator_js, provider_durable(B), 1)
         matrix.note(
             "router",
             f"created consumer {provider_durable(B)} before B's first offer",
@@ -381,7 +393,7 @@ async def test_cross_party_matrix_over_nats(
             f"filters {filters(info_b)}, {info_b.num_pending} pending",
         )
         pending_b = info_b.num_pending
-        info_ow = await operator_js.consumer_info(STREAM, ow_durable(OW))
+        info_ow = await stored_for(operator_js, ow_durable(OW), len(ow_status.messages))
         matrix.note(
             "router",
             f"created consumer {ow_durable(OW)} before OW's first status event",

@@ -48,7 +48,9 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
     simulator = ProviderSimulator(nc, accept=0.6)
     await simulator.start()
     started = time.monotonic()
-    requests = await send_referrals(nc.jetstream(), REFERRALS)
+    # Spread over the kills (the batch path drains 2,000 at once in about 2 s: the kills would
+    # then find an idle router).
+    sending = asyncio.create_task(send_referrals(nc.jetstream(), REFERRALS, per_second=100))
     rng = random.Random(20261121)
     busy_kills = 0
     try:
@@ -59,6 +61,7 @@ async def test_kill_9_at_random_moments_loses_and_duplicates_nothing(
             router.kill()
             router.start()
             await router.ready()
+        requests = await sending
         seconds = await wait_all_terminal(
             roomy_sites, [r.referral_id for r in requests], within=600
         )
