@@ -83,7 +83,7 @@ def sphere_m(at: Point, site: NearbySite) -> float:
 
 #: Candidates read per referral beyond those a matching round asks for: room for sites taken
 #: by earlier messages of the batch before the snapshot runs short.
-PREFETCH_SPARE = 2
+PREFETCH_SPARE = 5
 
 
 class NeedsDatabase(Exception):
@@ -461,14 +461,15 @@ async def read_snapshot(
     *,
     candidates: int,
     in_flight: InFlight | None = None,
-    previous: Callable[[], Awaitable[object]] | None = None,
+    previous: Callable[[], Awaitable[bool]] | None = None,
 ) -> Snapshot:
     """What the batch's handlers will read: the handled message ids; the candidates and
     exclusion counts of the referrals ``routes`` names (new requests first, then, once the
     referrals are read, the others it names); the referrals, locked, and their offers.
 
     ``previous`` waits for the previous batch to be committed (or handled again): nothing is
-    locked before it returns, so the two batches never wait for each other. Until then that
+    locked before it returns, so the two batches never wait for each other; it says whether
+    what was committed is what that batch's plan said. Until then that
     batch may commit at any moment (``in_flight``): the places its plan took are counted in
     what was read before its commit (the candidates query says whether its commit was in what
     it read; when it committed between the candidates and the exclusion counts, both are read
@@ -479,11 +480,13 @@ async def read_snapshot(
     snapshot.referrals = dict.fromkeys(ids)  # none read yet: new requests route
     first = routes(snapshot)
     for _ in range(2):
-        if await _read_directory(snapshot, directory, first, candidates, in_flight) is not None:
+        seen = await _read_directory(snapshot, directory, first, candidates, in_flight)
+        if seen is not None:
             break
         in_flight = None  # it committed between the two reads: read both again
-    if previous is not None:
-        await previous()
+    if previous is not None and not await previous() and in_flight is not None and not seen:
+        # What it committed is not what its plan said, which was counted in: read again.
+        await _read_directory(snapshot, directory, first, candidates, None)
     found = await store.lock_referrals(ids)
     snapshot.referrals = {rid: found.get(rid) for rid in ids}
     snapshot.offers = await store.offers_of([rid for rid in ids if found.get(rid)])

@@ -149,11 +149,11 @@ class _Flow:
     #: to retry (the consumer pauses).
     ok: bool = True
 
-    async def committed(self, consumer: "Consumer") -> None:
-        """Wait for the batch being committed (or handled again on the database); start its
-        finish after the previous one's."""
+    async def committed(self, consumer: "Consumer") -> bool:
+        """Wait for the batch being committed (or handled again); start its finish after the
+        previous one's. False when what it committed may differ from its plan."""
         if self.committing is None:
-            return
+            return True
         try:
             transacted = await self.committing
         except Exception as exc:  # its messages come back unsettled
@@ -163,7 +163,7 @@ class _Flow:
         self.in_flight = None
         if transacted is None:
             self.ok = False
-            return
+            return False
         self.ok = self.ok and not transacted.retry
         previous = self.finishing
 
@@ -173,6 +173,7 @@ class _Flow:
             await consumer.finish(transacted)
 
         self.finishing = asyncio.create_task(finish())
+        return transacted.exact
 
     async def drain(self, consumer: "Consumer") -> None:
         await self.committed(consumer)
@@ -200,6 +201,9 @@ class _Transacted:
     retry: list[Msg]
     rows: list[OutboxRow]
     laps: "_Laps"
+    #: What it committed is what its plan said (no message deferred, not planned again): the
+    #: places the plan took, counted in by the next batch's reads, are the places taken.
+    exact: bool = True
 
 
 @dataclass
@@ -372,11 +376,11 @@ class Consumer:
     async def _close(self, opened: "_Opened") -> "_Transacted | None":
         """A planned batch written, its deferred messages handled on the database, committed
         (stage two); None after a transient failure (every message nak'ed). When the writes
-        find the database changed under the plan, the batch is handled again, every message
-        on the database."""
+        find the database changed under the plan, the batch is planned again on what is
+        committed now (``_again``)."""
         msgs, laps = opened.msgs, opened.laps
         conn: Pooled | None = opened.conn
-        done, rows = list(opened.done), []
+        done, rows, later = list(opened.done), [], opened.later
         try:
             async with asyncio.timeout(self.settings.message_timeout_s):
                 try:
@@ -384,18 +388,16 @@ class Consumer:
                         store, directory = self.wiring.batch_rows(opened.conn)
                         rows = await batch.write(store, directory, opened.state)
                         laps.lap("write")
-                    more, retry, more_rows = await self._on_database(
-                        opened.conn, opened.later, laps
-                    )
+                    more, retry, more_rows = await self._on_database(opened.conn, later, laps)
                     await opened.transaction.commit()
+                    exact = not later  # what was committed is what the plan said
                 except Stale as exc:
                     conn = None
                     await _abandon(self.pool, opened.conn, opened.transaction)
                     self.replanned += 1
                     log.info("batch.replanned", reason=str(exc), messages=len(msgs))
-                    async with self.pool.acquire() as again, again.transaction():
-                        done, retry, rows = await self._on_database(again, msgs, laps)
-                    more, more_rows = [], []
+                    done, later, more, retry, rows = await self._again(msgs, laps)
+                    more_rows, exact = [], False
         except BaseException as exc:
             if conn is not None:
                 conn = None
@@ -410,8 +412,32 @@ class Consumer:
                 await self.pool.release(conn)
         laps.lap("commit")
         self.planned += len(done)
-        self.deferred += len(opened.later)
-        return _Transacted(len(msgs), done + more, retry, rows + more_rows, laps)
+        self.deferred += len(later)
+        return _Transacted(len(msgs), done + more, retry, rows + more_rows, laps, exact)
+
+    async def _again(
+        self, msgs: Sequence[Msg], laps: "_Laps"
+    ) -> tuple[list[_Done], list[Msg], list[_Done], list[Msg], list[OutboxRow]]:
+        """A batch whose writes found the database moved, handled again in a new transaction:
+        planned on what is committed now (nothing else in flight), or, when that plan is
+        stale too (another replica at work on the same referrals or places), every message on
+        the database. The messages the plan handled and deferred, those handled on the
+        database and to retry, and the outbox rows."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            if self.wiring.batch_rows is not None:
+                try:
+                    async with conn.transaction():  # a savepoint: a stale plan leaves nothing
+                        state, done, later = await self._plan(
+                            conn, msgs, self.wiring.batch_rows, laps, _Flow()
+                        )
+                        store, directory = self.wiring.batch_rows(conn)
+                        rows = await batch.write(store, directory, state)
+                    more, retry, more_rows = await self._on_database(conn, later, laps)
+                    return done, later, more, retry, rows + more_rows
+                except Stale as exc:
+                    log.info("batch.on_database", reason=str(exc), messages=len(msgs))
+            more, retry, rows = await self._on_database(conn, msgs, laps)
+            return [], list(msgs), more, retry, rows
 
     async def _nak_all(self, msgs: Sequence[Msg]) -> None:
         for msg in msgs:

@@ -10,7 +10,7 @@ three messages with ``Nats-Msg-Id``; mark them sent; ack. They differ only in ho
 grouped:
 
 - ``per_referral``: one transaction per referral, 8 referrals at once on 8 held connections
-  (the router of today's shape), the three publishes in flight together;
+  (the router's per-message path), the three publishes in flight together;
 - ``batched``: one transaction per fetched batch with set-based statements (a LATERAL KNN over
   ``unnest`` of the batch's points, ``unnest`` inserts), one commit, the batch's outbox as one
   JetStream atomic batch (one store write, one fsync), one mark-sent, the acks together.

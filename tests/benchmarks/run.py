@@ -4,7 +4,7 @@ scale-out run (1, 2 and 3 routers on a 3-node NATS cluster, tests/benchmarks/clu
 and a burst of 100,000 referrals into one router (tests/benchmarks/burst_bench.py).
 Prints a table and writes it, with every figure, to bench-results/bench-<time>.json (not in git).
 
-The router runs once per transaction mode (``ROUTER_TRANSACTION``: ``message``, today's path,
+The router runs once per transaction mode (``ROUTER_TRANSACTION``: ``message``, the old path,
 then ``batch``, one transaction per fetched batch); the table's router is the last mode, with
 batch/message beside it. Its floors are the same per-referral work by the bare dependencies:
 one transaction per referral, 8 at once ("floor"), and one per fetched batch of 100 with its

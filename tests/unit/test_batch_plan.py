@@ -350,15 +350,17 @@ class Reads:
 
 
 @pytest.mark.parametrize(
-    ("seen", "statements"),
+    ("seen", "exact", "statements", "waited_at"),
     [
-        ([False, False], 2),  # read before its commit: its place counted in
-        ([True, True], 2),  # read after: already in the rows
-        ([False, True, True, True], 4),  # committed between the two: both read again
+        ([False, False], True, 2, 2),  # read before its commit: its place counted in
+        ([True, True], True, 2, 2),  # read after: already in the rows
+        ([False, True, True, True], True, 4, 4),  # committed between the two: read again
+        # It committed something else than its plan (planned again): read again after it.
+        ([False, False, True, True], False, 4, 2),
     ],
 )
 async def test_the_previous_batchs_places_are_counted_once(
-    seen: list[bool], statements: int
+    seen: list[bool], exact: bool, statements: int, waited_at: int
 ) -> None:
     """The previous batch's plan took one of Carleton Place's two places; it commits at some
     moment while this batch reads. Its place is counted once whichever the moment, and this
@@ -367,8 +369,9 @@ async def test_the_previous_batchs_places_are_counted_once(
     reads = Reads(seen)
     waited: list[int] = []
 
-    async def previous() -> None:
+    async def previous() -> bool:
         waited.append(reads.statements)
+        return exact
 
     snapshot = await read_snapshot(
         reads,  # type: ignore[arg-type]
@@ -381,7 +384,7 @@ async def test_the_previous_batchs_places_are_counted_once(
         previous=previous,
     )
     assert reads.statements == statements
-    assert waited == [statements]  # after the directory's reads, before the referrals' locks
+    assert waited == [waited_at]  # after the directory's reads, before the referrals' locks
     assert reads.locked_after == statements
     assert snapshot.places[CCA_SITE] == (1, 2)  # one of two places in use, either way
     assert state_for(snapshot).room(CCA_SITE) == (1, True)
