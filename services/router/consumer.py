@@ -2,17 +2,19 @@
 ack, decided here in one place, after the effects are committed. Two ways to handle a fetched
 batch (``RouterSettings.transaction``):
 
-``batch`` (issue 16): the whole batch in one transaction, in stream order
-    fetch batch ─▶ read a snapshot set-based ─▶ every handler on it, in memory (``batch.py``)
-    ─▶ write what they did set-based ─▶ the messages the plan deferred, a savepoint each
-    ─▶ one commit ─▶ the batch's outbox rows as JetStream atomic batches ─▶ one mark-sent
-    ─▶ ack (or term) every message handled; nak the others
-    The next batch's transaction runs while this one is published and settled (``finish``),
-    which completes before the next one's starts. A message that fails alone on the database
-    (a deadlock, every place taken meanwhile, a bug) rolls back to its savepoint and is retried
-    alone, with the later messages of its referral, so its neighbours are not failed with it;
-    a failure of the connection fails the whole batch (nothing committed: every message comes
-    back).
+``batch`` (issue 16, the default): the whole batch in one transaction, in stream order
+    fetch ─▶ ``_open``: read a snapshot set-based, every handler on it in memory (``batch.py``)
+    ─▶ ``_close``: write what they did set-based, the messages the plan deferred (a savepoint
+    each), one commit ─▶ ``finish``: the outbox rows as JetStream atomic batches, one
+    mark-sent, ack (or term) every message handled, nak the others
+    Three batches are in flight (``_Flow``): one opened while the one before is closed and the
+    one before that finished; each stage waits for the same stage of the batch before. A batch
+    locks nothing until the one before is closed. When the writes find the database moved
+    under the plan (``batch.Stale``) the batch is planned again (``_again``). A message that
+    fails alone on the database (a deadlock, every place taken meanwhile, a bug) rolls back to
+    its savepoint and is retried alone, with the later messages of its referral, so its
+    neighbours are not failed with it; a failure of the connection fails the whole batch
+    (nothing committed: every message comes back).
 
 ``message``: one transaction per message, ``concurrency`` referrals at once
     fetch batch ─▶ parse ─▶ handler in one transaction ─▶ commit ─▶ publish its outbox rows
