@@ -7,7 +7,7 @@ batch (``RouterSettings.transaction``):
     ─▶ ``_close``: write what they did set-based, the messages the plan deferred (a savepoint
     each), one commit ─▶ ``finish``: the outbox rows as JetStream atomic batches, one
     mark-sent, ack (or term) every message handled, nak the others
-    Three batches are in flight (``_Flow``): one opened while the one before is closed and the
+    Three batches are in flight (``BatchFlow``): one opened while the one before is closed and the
     one before that finished; each stage waits for the same stage of the batch before. A batch
     locks nothing until the one before is closed. When the writes find the database moved
     under the plan (``batch.Stale``) the batch is planned again (``_again``). A message that
@@ -29,7 +29,7 @@ import contextlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -139,7 +139,7 @@ class _Opened:
 
 
 @dataclass
-class _Flow:
+class BatchFlow:
     """The batch path's batches in flight: the last one being written and committed, the one
     before it being published and settled, and what the last one's plan took."""
 
@@ -151,9 +151,35 @@ class _Flow:
     #: to retry (the consumer pauses).
     ok: bool = True
 
+    def close(
+        self, consumer: "Consumer", closing: "Coroutine[Any, Any, _Transacted | None]"
+    ) -> None:
+        """Write and commit a batch in the background; the moment it is committed, start its
+        finish (after the previous batch's), whether or not another batch has come."""
+        task: asyncio.Task[_Transacted | None] = asyncio.create_task(closing)
+
+        def closed(task: "asyncio.Task[_Transacted | None]") -> None:
+            if task.cancelled() or task.exception() is not None:
+                return  # ``committed`` logs it
+            transacted = task.result()
+            if transacted is None:
+                return
+            previous = self.finishing
+
+            async def finish() -> None:
+                if previous is not None:
+                    await _finished(previous)
+                await consumer.finish(transacted)
+
+            self.finishing = asyncio.create_task(finish())
+
+        # Registered first, so it runs before whoever awaits the task resumes.
+        task.add_done_callback(closed)
+        self.committing = task
+
     async def committed(self, consumer: "Consumer") -> bool:
-        """Wait for the batch being committed (or handled again); start its finish after the
-        previous one's. False when what it committed may differ from its plan."""
+        """Wait for the batch being committed (or handled again). False when what it
+        committed may differ from its plan."""
         if self.committing is None:
             return True
         try:
@@ -167,14 +193,6 @@ class _Flow:
             self.ok = False
             return False
         self.ok = self.ok and not transacted.retry
-        previous = self.finishing
-
-        async def finish() -> None:
-            if previous is not None:
-                await _finished(previous)
-            await consumer.finish(transacted)
-
-        self.finishing = asyncio.create_task(finish())
         return transacted.exact
 
     async def drain(self, consumer: "Consumer") -> None:
@@ -324,11 +342,11 @@ class Consumer:
             )
             return True, [row for row in rows if row.id in published]
 
-    async def handle_batch(self, msgs: Sequence[Msg], flow: "_Flow") -> bool:
+    async def handle_batch(self, msgs: Sequence[Msg], flow: "BatchFlow") -> bool:
         """Handle a fetched batch as ``settings.transaction`` says; False after a transient
         failure (the caller pauses).
 
-        On the batch path three batches can be in flight (``_Flow``): this one is read and
+        On the batch path three batches can be in flight (``BatchFlow``): this one is read and
         planned while the previous one is written and committed, and the one before that
         published and settled. Each stage waits for the same stage of the previous batch, so
         commits, outbox rows and acks keep batch order; the plan counts the places the
@@ -347,10 +365,10 @@ class Consumer:
             if opened.state is None or opened.xid is None
             else (dict(opened.state.writes.places), opened.xid)
         )
-        flow.committing = asyncio.create_task(self._close(opened))
+        flow.close(self, self._close(opened))
         return ok
 
-    async def _open(self, msgs: Sequence[Msg], flow: "_Flow") -> "_Opened | None":
+    async def _open(self, msgs: Sequence[Msg], flow: "BatchFlow") -> "_Opened | None":
         """A batch's transaction begun, its snapshot read and its messages planned (stage
         one); None after a transient failure (every message nak'ed, nothing written)."""
         laps = _Laps()
@@ -430,7 +448,7 @@ class Consumer:
                 try:
                     async with conn.transaction():  # a savepoint: a stale plan leaves nothing
                         state, done, later = await self._plan(
-                            conn, msgs, self.wiring.batch_rows, laps, _Flow()
+                            conn, msgs, self.wiring.batch_rows, laps, BatchFlow()
                         )
                         store, directory = self.wiring.batch_rows(conn)
                         rows = await batch.write(store, directory, state)
@@ -518,7 +536,7 @@ class Consumer:
         msgs: Sequence[Msg],
         batch_rows: BatchRows,
         laps: "_Laps",
-        flow: "_Flow",
+        flow: "BatchFlow",
     ) -> tuple[BatchState, list[_Done], list[Msg]]:
         """Handle ``msgs`` on an in-memory snapshot read set-based (``services.router.batch``;
         the previous batch, ``flow``, may be committing meanwhile): what to write, the
@@ -695,7 +713,7 @@ class Consumer:
     async def consume(self, stop: asyncio.Event) -> None:
         """Fetch and handle batches until ``stop`` is set; the current batch is finished first."""
         sub = None
-        flow = _Flow()
+        flow = BatchFlow()
         while not stop.is_set():
             try:
                 if sub is None:

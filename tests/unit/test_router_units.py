@@ -2,6 +2,7 @@
 
 import asyncio
 import uuid
+from typing import Any
 
 import msgspec
 import pytest
@@ -12,7 +13,7 @@ from contracts.referrals import ReferralRequested, ReferralStatusChanged
 from services.client import build_request, describe
 from services.directory.candidates import Criteria
 from services.directory.site_query import exclusions_query
-from services.router.consumer import Consumer, InvalidMessage, parse
+from services.router.consumer import BatchFlow, Consumer, InvalidMessage, parse
 from services.router.settings import RouterSettings
 from services.router.stream import consumer_config, stream_config
 from services.router.transient import nak_delay
@@ -206,3 +207,28 @@ async def test_the_consume_loop_outlives_a_batch_that_fails() -> None:
     consumer = Failing(None, JetStream(), settings, None, None, None)  # type: ignore[arg-type]
     await asyncio.wait_for(consumer.consume(stop), timeout=10)
     assert consumer.batches == 2
+
+
+async def test_a_committed_batch_is_finished_without_waiting_for_the_next() -> None:
+    """The batch path publishes and settles a batch as soon as it commits (after the batch
+    before it), not when the consumer next comes round: a lone referral's offer would
+    otherwise wait for the next fetch (up to ``fetch_timeout_s``)."""
+    finished: list[str] = []
+    each = asyncio.Event()
+
+    class Finisher:
+        async def finish(self, batch: object) -> None:
+            finished.append(str(batch))
+            each.set()
+
+    async def close(name: str) -> Any:
+        await asyncio.sleep(0)
+        return name
+
+    flow = BatchFlow()
+    for name in ("first", "second"):
+        each.clear()
+        flow.close(Finisher(), close(name))  # type: ignore[arg-type]
+        await asyncio.wait_for(each.wait(), timeout=5)
+        assert flow.committing is not None  # nobody asked for it: it finished by itself
+    assert finished == ["first", "second"]
