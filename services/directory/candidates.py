@@ -19,7 +19,9 @@ from services.directory.site_query import (
     batch_exclusions_query,
     batch_nearest_query,
     exclusions_query,
+    nearer_than_m,
     nearest_query,
+    sphere_m,
 )
 from services.geo import geodesic_km
 from services.infra.db import Connection
@@ -29,6 +31,7 @@ __all__ = [
     "Criteria",
     "Seen",
     "adjust_places",
+    "counted_as_nearer",
     "exclusions",
     "exclusions_many",
     "missing_schema",
@@ -253,6 +256,14 @@ async def adjust_places(conn: Connection, changes: Mapping[str, int]) -> set[str
     )
     done = {row["id"] for row in taken}
     return {site for site in ids if changes[site] > 0 and site not in done}
+
+
+def counted_as_nearer(
+    lat: float, lon: float, site_lat: float, site_lon: float, within_km: float | None
+) -> bool:
+    """Whether ``exclusions`` (within ``within_km``; None: all) counts a site at (site_lat,
+    site_lon) for a referral at (lat, lon): the same sphere and the same slack as its SQL."""
+    return within_km is None or sphere_m(lat, lon, site_lat, site_lon) < nearer_than_m(within_km)
 
 
 async def reserve_place(conn: Connection, site_id: str) -> bool:

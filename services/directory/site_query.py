@@ -8,6 +8,7 @@ qualify. SQL ranks on earthdistance's sphere; callers measure the rows again on 
 ellipsoid (``services.geo.geodesic_km``), which is what we report and rank by.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +21,30 @@ HERE = "(SELECT ll_to_earth($1, $2))"
 #: The sphere and the ellipsoid disagree by well under 1 %; widen the SQL radius by that much
 #: and apply the exact radius to the geodesic distance.
 _SPHERE_SLACK = 1.01
+#: earthdistance's ``earth()``: the sphere's radius, in metres.
+_EARTH_M = 6378168.0
+
+
+def nearer_than_m(within_km: float) -> float:
+    """The sphere distance (metres) under which the exclusion counts take a site to be nearer
+    than a chosen site ``within_km`` away (geodesic): clearly nearer, sphere versus ellipsoid."""
+    return within_km * 1000 / _SPHERE_SLACK
+
+
+def sphere_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """``earth_distance(ll_to_earth(lat1, lon1), ll_to_earth(lat2, lon2))`` computed as
+    PostgreSQL computes it (the chord between the two points on the sphere, as an arc)."""
+
+    def xyz(lat: float, lon: float) -> tuple[float, float, float]:
+        lat, lon = math.radians(lat), math.radians(lon)
+        return (
+            _EARTH_M * math.cos(lat) * math.cos(lon),
+            _EARTH_M * math.cos(lat) * math.sin(lon),
+            _EARTH_M * math.sin(lat),
+        )
+
+    chord = math.dist(xyz(lat1, lon1), xyz(lat2, lon2))
+    return 2 * _EARTH_M * math.asin(min(chord / (2 * _EARTH_M), 1.0))
 
 
 @dataclass(frozen=True)
@@ -130,7 +155,7 @@ def exclusions_query(
         # Sphere versus ellipsoid: count only sites clearly nearer than the chosen one. (An
         # earth_box index condition here made the planner sort every site in the box: 140 ms
         # in downtown Toronto at 1,000,000 sites; the KNN scan below stops at its LIMIT.)
-        metres = arg(within_km * 1000 / _SPHERE_SLACK)
+        metres = arg(nearer_than_m(within_km))
         nearer = f" WHERE earth_distance({HERE}, s.earth_point) < {metres}"
     sql = (
         f"SELECT rule, count(*) AS n FROM ("
@@ -192,6 +217,15 @@ _BATCH_CONDITIONS: list[tuple[str, str]] = [
 ]
 
 
+#: The columns the batch queries read of a site (``s.*`` carried its name, address and hours
+#: through the scan and the sort: twice the time at 500 sites).
+_SITE_RULE_COLUMNS = (
+    "s.id, s.provider_id, s.lat, s.lon, s.reserved, s.capacity, s.active,"
+    " s.accepting_referrals, s.services, s.languages, s.accessibility, s.eligibility,"
+    " s.min_age, s.max_age, s.earth_point"
+)
+
+
 def batch_criteria(
     lat: float, lon: float, where: SiteFilter, *, within_km: float | None = None, scan: int = 0
 ) -> dict[str, Any]:
@@ -209,7 +243,7 @@ def batch_criteria(
         "exclude_providers": list(where.exclude_providers),
         "exclude_sites": list(where.exclude_sites),
         "provider": where.provider,
-        "within_m": None if within_km is None else within_km * 1000 / _SPHERE_SLACK,
+        "within_m": None if within_km is None else nearer_than_m(within_km),
         "scan": scan,
     }
 
@@ -236,14 +270,6 @@ JOIN LATERAL (
 ) c ON true
 ORDER BY r.ord, c.d"""
 
-
-#: The columns the batch queries read of a site (``s.*`` carried its name, address and hours
-#: through the scan and the sort: twice the time at 500 sites).
-_SITE_RULE_COLUMNS = (
-    "s.id, s.provider_id, s.lat, s.lon, s.reserved, s.capacity, s.active,"
-    " s.accepting_referrals, s.services, s.languages, s.accessibility, s.eligibility,"
-    " s.min_age, s.max_age, s.earth_point"
-)
 
 #: A radius that holds the whole earth (metres).
 _EVERYWHERE_M = 100_000_000

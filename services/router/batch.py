@@ -15,7 +15,7 @@ provider beyond the candidates read, a referral not read), it raises ``NeedsData
 consumer handles that message, and the later ones of its referral, on the database after the
 writes (a savepoint each). When the writes find that the world moved since the read (another
 replica claimed a message, created a referral or took the last place), ``write`` raises
-``Stale``: the consumer rolls the batch back and handles it on the savepoint path.
+``Stale``: the consumer rolls the batch back and plans it again on what is committed then.
 
 One difference from handling the messages one by one: the candidates are read once, so a site
 that was full when they were read and had a place freed by an earlier message of the same batch
@@ -24,7 +24,6 @@ at once by two replicas.
 """
 
 import datetime
-import math
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from typing import TypeVar
 from contracts.common import Message
 from contracts.directory import Origin
 from contracts.referrals import ReferralRequested, ReferralStatus
+from services.directory import candidates as directory_candidates
 from services.router.deadlines import Deadline
 from services.router.matching import Candidate, choose
 from services.router.model import (
@@ -60,27 +60,6 @@ K = TypeVar("K")
 V = TypeVar("V")
 T = TypeVar("T")
 
-#: PostgreSQL earthdistance's earth radius (metres), and the slack the exclusion counts divide
-#: the chosen site's distance by (``services.directory.site_query``).
-EARTH_M = 6378168.0
-SPHERE_SLACK = 1.01
-
-
-def sphere_m(at: Point, site: NearbySite) -> float:
-    """``earth_distance(ll_to_earth(at), ll_to_earth(site))``, as PostgreSQL computes it."""
-
-    def xyz(lat: float, lon: float) -> tuple[float, float, float]:
-        lat, lon = math.radians(lat), math.radians(lon)
-        return (
-            EARTH_M * math.cos(lat) * math.cos(lon),
-            EARTH_M * math.cos(lat) * math.sin(lon),
-            EARTH_M * math.sin(lat),
-        )
-
-    chord = math.dist(xyz(at.lat, at.lon), xyz(site.lat, site.lon))
-    return 2 * EARTH_M * math.asin(min(chord / (2 * EARTH_M), 1.0))
-
-
 #: Candidates read per referral beyond those a matching round asks for: room for sites taken
 #: by earlier messages of the batch before the snapshot runs short.
 PREFETCH_SPARE = 5
@@ -97,7 +76,7 @@ class Stale(Exception):
 @dataclass(frozen=True)
 class Prefetched:
     """A referral's suitable sites as read, in the database's order (nearest on the sphere
-    first, ties by site id), none of ``skip``; ``complete`` when there are no more."""
+    first), none of ``skip``; ``complete`` when there are no more."""
 
     point: Point
     skip: frozenset[str]
@@ -397,7 +376,9 @@ class BatchDirectory:
             for site in candidates.sites
             if not self.state.room(site.site_id)[1]
             and site.site_id not in read.skip
-            and (within_km is None or sphere_m(at, site) < within_km * 1000 / SPHERE_SLACK)
+            and directory_candidates.counted_as_nearer(
+                at.lat, at.lon, site.lat, site.lon, within_km
+            )
         )
         if full:
             counts["not_accepting_or_full"] = counts.get("not_accepting_or_full", 0) + full
@@ -408,14 +389,15 @@ class BatchDirectory:
             raise NeedsDatabase(f"site {site_id} was not read")
         if not self.state.room(site_id)[1]:
             return False
-        self.state.put(
-            self.state.writes.places, site_id, self.state.writes.places.get(site_id, 0) + 1
-        )
+        self._places(site_id, +1)
         return True
 
     async def release(self, site_id: str) -> None:
+        self._places(site_id, -1)
+
+    def _places(self, site_id: str, change: int) -> None:
         places = self.state.writes.places
-        self.state.put(places, site_id, places.get(site_id, 0) - 1)
+        self.state.put(places, site_id, places.get(site_id, 0) + change)
 
 
 # -- reading the snapshot and writing the plan ----------------------------------------------------
@@ -551,15 +533,14 @@ async def write(store: StoreRows, directory: DirectoryRows, state: BatchState) -
     unknown = [rid for rid, row in state.snapshot.referrals.items() if row is None]
     if unknown and await store.known_referrals(unknown):
         raise Stale("a referral the batch did not find was created meanwhile")
-    claims = [
-        (*claim, *writes.finished.pop(claim[0], ("handling", None))) for claim in writes.claims
-    ]
+    finished, statuses = dict(writes.finished), dict(writes.statuses)  # what is left to update
+    claims = [(*claim, *finished.pop(claim[0], ("handling", None))) for claim in writes.claims]
     if await store.claim_messages(claims) != len(claims):
         raise Stale("another router handled one of the batch's messages meanwhile")
-    referrals = []
-    for request, origin, at in writes.referrals:
-        status = writes.statuses.pop(request.referral_id, ("received", 0, at))
-        referrals.append((request, origin, at, *status))
+    referrals = [
+        (request, origin, at, *statuses.pop(request.referral_id, ("received", 0, at)))
+        for request, origin, at in writes.referrals
+    ]
     if await store.create_referrals(referrals) != len(referrals):
         raise Stale("another router created one of the batch's referrals meanwhile")
     if full := await directory.adjust_places(writes.places):
@@ -568,7 +549,7 @@ async def write(store: StoreRows, directory: DirectoryRows, state: BatchState) -
     await store.insert_offers(writes.offers)
     return await store.write_behind(
         writes.history,
-        [(rid, status, attempt, at) for rid, (status, attempt, at) in writes.statuses.items()],
-        [(mid, outcome, reason) for mid, (outcome, reason) in writes.finished.items()],
+        [(rid, status, attempt, at) for rid, (status, attempt, at) in statuses.items()],
+        [(mid, outcome, reason) for mid, (outcome, reason) in finished.items()],
         writes.outbox,
     )

@@ -6,7 +6,6 @@ import json
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import uvicorn
 from litestar import Litestar
 
 from services.infra.embedded import free_port
+from tests.waits import until_sync
 
 #: Test cases per operation and phase (schemathesis's default is 100).
 MAX_EXAMPLES = 100
@@ -29,11 +29,12 @@ def serving(app: Litestar, name: str) -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=name, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
+
+    def started() -> bool:
         assert thread.is_alive(), f"the {name} stopped while starting"
-        assert time.monotonic() < deadline, f"the {name} did not start in 30 s"
-        time.sleep(0.05)
+        return server.started
+
+    until_sync(started, within=30, what=f"the {name} to start")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

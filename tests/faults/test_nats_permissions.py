@@ -183,15 +183,15 @@ class Matrix:
 
 
 async def stored_for(js: Any, durable: str, count: int) -> Any:
-    """The consumer's info once ``count`` messages wait in it (5 s at most). A core
-    subscription sees a message when it is published; JetStream stores an atomic batch when
-    its last message arrives, a moment later."""
-    for _ in range(50):
+    """The consumer's info once ``count`` messages wait in it. A core subscription sees a
+    message when it is published; JetStream stores an atomic batch when its last message
+    arrives, a moment later."""
+
+    async def holding() -> Any:
         info = await js.consumer_info(STREAM, durable)
-        if info.num_pending >= count:
-            break
-        await asyncio.sleep(0.1)
-    return info
+        return info if info.num_pending >= count else None
+
+    return await until(holding, within=5, what=f"{count} messages pending in {durable}")
 
 
 @pytest.fixture
